@@ -1,0 +1,116 @@
+"""The environment side of the member axis: one object steps the M environments of a run.
+
+Every environment family (classic control, MuJoCo, Atari, exact MDPs) is exposed through ``MemberEnv``:
+member k's environment is seeded from member k's seed only, so its episodes do not depend on which other
+members share the run. Episodes reset automatically; the step that ends an episode reports the final
+observation separately so that truncated episodes can bootstrap from it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import gymnasium as gym
+import numpy as np
+
+
+@dataclass
+class Step:
+    """What one lockstep step of M environments returns (arrays with the member dimension first).
+
+    obs: the observation to act on next (already the first observation of a new episode where one ended).
+    reward: the raw environment reward (clipping, if any, is the learner's business).
+    terminated: the learning signal says "no bootstrap" (true termination, or a life loss under the Atari
+        ``nature`` protocol in training).
+    truncated: the episode was cut by a time limit; the learner bootstraps from ``final_obs``.
+    final_obs: for members whose episode ended, the last observation of that episode; else equal to obs.
+    finished: (member, return, length) for every *game* episode that ended on this step, where return is
+        the undiscounted sum of raw rewards and length is in agent steps.
+    """
+
+    obs: np.ndarray
+    reward: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    final_obs: np.ndarray
+    finished: list[tuple[int, float, int]] = field(default_factory=list)
+
+    @property
+    def episode_end(self) -> np.ndarray:
+        return self.terminated | self.truncated
+
+
+class MemberEnv:
+    """Interface: M environments stepped in lockstep.
+
+    Attributes every implementation sets:
+      num_members, observation_space and action_space (for ONE member; for pixel envs this is a single
+      preprocessed frame), frame_stack (how many consecutive frames make the agent's input; 1 for state
+      vectors), protocol (a short name recorded with every metric row, e.g. "nature", "machado", "gym-v5"),
+      frames_per_step (emulator frames per agent step: 4 for Atari, 1 elsewhere).
+    """
+
+    num_members: int
+    observation_space: gym.Space
+    action_space: gym.Space
+    frame_stack: int = 1
+    protocol: str = "default"
+    frames_per_step: int = 1
+
+    def reset(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def step(self, actions: np.ndarray) -> Step:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class GymMemberEnv(MemberEnv):
+    """M separate gymnasium environments with manual autoreset and per-member seeds.
+
+    Member k's environment is reset with seed ``seeds[k]`` at its first episode and continues its own
+    random stream afterwards, exactly as a single-seed run would.
+    """
+
+    def __init__(self, make, seeds, protocol: str = "gym"):
+        self.envs = [make() for _ in seeds]
+        self.seeds = [int(s) for s in seeds]
+        self.num_members = len(seeds)
+        self.observation_space = self.envs[0].observation_space
+        self.action_space = self.envs[0].action_space
+        self.protocol = protocol
+        self._returns = np.zeros(self.num_members)
+        self._lengths = np.zeros(self.num_members, dtype=np.int64)
+        for env, s in zip(self.envs, self.seeds, strict=True):
+            env.action_space.seed(s)
+
+    def reset(self) -> np.ndarray:
+        obs = [env.reset(seed=s)[0] for env, s in zip(self.envs, self.seeds, strict=True)]
+        self._returns[:] = 0
+        self._lengths[:] = 0
+        return np.stack(obs)
+
+    def step(self, actions: np.ndarray) -> Step:
+        obs, rew, term, trunc, final, finished = [], [], [], [], [], []
+        for k, (env, a) in enumerate(zip(self.envs, actions, strict=True)):
+            o, r, te, tr, _ = env.step(a)
+            self._returns[k] += r
+            self._lengths[k] += 1
+            final.append(o)
+            if te or tr:
+                finished.append((k, float(self._returns[k]), int(self._lengths[k])))
+                self._returns[k] = 0
+                self._lengths[k] = 0
+                o, _ = env.reset()
+            obs.append(o)
+            rew.append(r)
+            term.append(te)
+            trunc.append(tr)
+        return Step(np.stack(obs), np.asarray(rew, dtype=np.float32), np.asarray(term, dtype=bool),
+                    np.asarray(trunc, dtype=bool), np.stack(final), finished)
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()
