@@ -1,0 +1,79 @@
+"""Published reference numbers (the project's copy under analysis/reference/), as DataFrames.
+
+Each loader returns the source's own units and names and records its citation in ``df.attrs["source"]``;
+tables that print a published number cite that string (DESIGN.md: "cites the source in every table").
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+
+REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
+
+DQN_ZOO = "dqn_zoo"
+MNIH2015 = "mnih2015"
+
+SOURCES = {
+    DQN_ZOO: "human and random Atari-57 scores as tabulated in DeepMind's DQN Zoo (dqn_zoo/atari_data.py)",
+    MNIH2015: "Mnih et al. 2015, Nature, Extended Data Table 2",
+    "ddqn_summary": "van Hasselt, Guez, Silver 2016 (AAAI), Table 1",
+    "naf_vs_ddpg": "Gu, Lillicrap, Sutskever, Levine 2016 (ICML), Table 1",
+}
+
+# Gu et al. 2016 used their own MuJoCo tasks; these gymnasium v5 tasks are the closest analogues, so a
+# published number beside ours is context (reward scales differ), never a target to match.
+GU2016_DOMAIN_ANALOGUE = {
+    "Reacher-v5": "Reacher",
+    "HalfCheetah-v5": "Cheetah",
+    "Walker2d-v5": "Walker2d",
+    "Ant-v5": "Ant",
+    "Swimmer-v5": "Swimmer6",
+}
+
+
+def _read(name: str, source_key: str) -> pd.DataFrame:
+    df = pd.read_csv(REFERENCE_DIR / name)
+    df.attrs["source"] = SOURCES[source_key]
+    return df
+
+
+def human_random_scores(table: str = DQN_ZOO) -> pd.DataFrame:
+    """Columns game, random, human from the named human table (``dqn_zoo``: 57 games; ``mnih2015``: 7 games).
+
+    The two tables disagree on some games (Pong human 14.6 vs 9.3), so a normalized score must say which
+    one it used (DESIGN.md, Protocols); ``df.attrs["table"]`` carries the name.
+    """
+    if table == DQN_ZOO:
+        df = _read("atari_human_random_scores.csv", DQN_ZOO)
+    elif table == MNIH2015:
+        df = mnih2015_scores()[["game", "random", "human"]]
+        df.attrs["source"] = SOURCES[MNIH2015]
+    else:
+        raise ValueError(f"unknown human table {table!r}; valid: {DQN_ZOO}, {MNIH2015}")
+    df.attrs["table"] = table
+    return df
+
+
+def mnih2015_scores() -> pd.DataFrame:
+    """Mnih et al. 2015 on 7 games: game, random, human, dqn, dqn_std (50M agent steps = 200M frames)."""
+    return _read("dqn_mnih2015_selected.csv", MNIH2015)
+
+
+def naf_vs_ddpg_table1() -> pd.DataFrame:
+    """Gu et al. 2016 Table 1: domain, random, ddpg_best, ddpg_episodes, naf_best, naf_episodes."""
+    return _read("naf_vs_ddpg_gu2016_table1.csv", "naf_vs_ddpg")
+
+
+def ddqn_summary() -> pd.DataFrame:
+    """van Hasselt et al. 2016 Table 1 summary over 49 games: statistic, evaluation, dqn, ddqn, ddqn_tuned."""
+    return _read("ddqn_vanhasselt2016_summary.csv", "ddqn_summary")
+
+
+def atari_game_key(env: str) -> str:
+    """``ALE/SpaceInvaders-v5`` or ``SpaceInvadersNoFrameskip-v4`` -> ``space_invaders``, the tables' key."""
+    name = env.split("/")[-1]
+    name = re.sub(r"(NoFrameskip)?-v\d+$", "", name)
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()

@@ -1,0 +1,220 @@
+"""Run folders -> one tidy table -> per-run scores -> rliable score matrices.
+
+The tidy schema is the run contract's (DESIGN.md, The run contract): one row per observation with
+``METRIC_COLUMNS``; ``load_runs`` adds ``status`` from each run.json. Everything here is a pure function of
+its inputs except the readers and ``write_table``/``atomic_write``, which only touch the paths they are given.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis import reference
+
+METRIC_COLUMNS = ("run_id", "suite", "algo", "env", "protocol", "seed", "step", "frames", "episodes",
+                  "metric", "value")
+# A member of a run is one seed of one algorithm on one environment (DESIGN.md, The member axis).
+RUN_KEYS = ("algo", "env", "seed")
+# Diverged runs count: dropping them would report the runs that happened to stay stable, biasing every
+# estimate upward. Failed runs are infrastructure failures (crash, pre-emption) and say nothing about the
+# algorithm.
+SCORED_STATUSES = ("complete", "diverged")
+
+# Keys read from run.json; the runner writes them (DESIGN.md, The run contract).
+RUN_JSON_FIELDS = ("status", "wall_time_s", "git_commit", "device", "config_hash")
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it onto ``path``.
+
+    A reader (or a killed workflow) never sees a half-written file: the rename is atomic on one filesystem.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_run_json(run_dir: str | Path) -> dict:
+    path = Path(run_dir) / "run.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing; every run folder has one (DESIGN.md, The run contract)")
+    return json.loads(path.read_text())
+
+
+def _config_value(config: dict, dotted_key: str):
+    value = config
+    for part in dotted_key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            raise KeyError(f"run.json config has no key {dotted_key!r}")
+        value = value[part]
+    return value
+
+
+def load_run(run_dir: str | Path, config_keys: Sequence[str] = ()) -> pd.DataFrame:
+    """One run folder's metrics (metrics.parquet or metrics.csv) with ``status`` and the named config values.
+
+    ``config_keys`` are dotted paths into run.json's ``config`` (e.g. ``replay_size``); each becomes a column,
+    which is how sensitivity sweeps get their hyperparameter onto every row.
+    """
+    run_dir = Path(run_dir)
+    info = read_run_json(run_dir)
+    parquet, csv = run_dir / "metrics.parquet", run_dir / "metrics.csv"
+    df = pd.read_parquet(parquet) if parquet.exists() else pd.read_csv(csv)
+    missing = [c for c in METRIC_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"{run_dir}: metrics lack columns {missing}; expected {list(METRIC_COLUMNS)}")
+    df = df[list(METRIC_COLUMNS)].copy()
+    df["status"] = info["status"]
+    for key in config_keys:
+        df[key] = _config_value(info.get("config", {}), key)
+    return df
+
+
+def load_runs(run_dirs: Iterable[str | Path], config_keys: Sequence[str] = ()) -> pd.DataFrame:
+    """Concatenate ``load_run`` over many run folders, in the order given (callers sort for determinism)."""
+    frames = [load_run(d, config_keys) for d in run_dirs]
+    if not frames:
+        return pd.DataFrame(columns=[*METRIC_COLUMNS, "status", *config_keys])
+    return pd.concat(frames, ignore_index=True)
+
+
+def run_info(run_dirs: Iterable[str | Path]) -> pd.DataFrame:
+    """One row per run folder: run_dir, suite, ``RUN_JSON_FIELDS`` (missing fields are NaN)."""
+    rows = []
+    for run_dir in run_dirs:
+        info = read_run_json(run_dir)
+        row = {"run_dir": str(run_dir), "suite": info.get("config", {}).get("suite")}
+        row.update({field: info.get(field) for field in RUN_JSON_FIELDS})
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["run_dir", "suite", *RUN_JSON_FIELDS])
+
+
+def write_table(df: pd.DataFrame, path_without_ext: str | Path) -> tuple[Path, Path]:
+    """Write ``df`` as ``<path>.csv`` and ``<path>.parquet``, each atomically; returns both paths."""
+    base = Path(path_without_ext)
+    csv = atomic_write(f"{base}.csv", lambda tmp: df.to_csv(tmp, index=False))
+    parquet = atomic_write(f"{base}.parquet", lambda tmp: df.to_parquet(tmp, index=False))
+    return csv, parquet
+
+
+def _metric_rows(df: pd.DataFrame, metric: str, statuses: Sequence[str] | None) -> pd.DataFrame:
+    rows = df[df["metric"] == metric]
+    if statuses is not None and "status" in rows.columns:
+        rows = rows[rows["status"].isin(statuses)]
+    return rows.sort_values("step", kind="stable")
+
+
+def _budget(rows: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    # Frames and agent steps side by side: DESIGN.md asks every table to show both.
+    return rows.groupby(keys, sort=True).agg(step=("step", "max"), frames=("frames", "max"),
+                                             protocol=("protocol", "first"))
+
+
+def final_scores(df: pd.DataFrame, metric: str = "eval_return", *, last_fraction: float | None = None,
+                 last_n_evals: int | None = None, keys: Sequence[str] = RUN_KEYS,
+                 statuses: Sequence[str] | None = SCORED_STATUSES) -> pd.DataFrame:
+    """Per-run final score: the mean of ``metric`` over the last ``last_n_evals`` observations, or over the
+    observations in the last ``last_fraction`` of the run's steps (give exactly one).
+
+    Returns one row per ``keys`` with score, n_obs (observations averaged), step and frames (the run's budget
+    so far) and protocol.
+    """
+    if (last_fraction is None) == (last_n_evals is None):
+        raise ValueError("give exactly one of last_fraction, last_n_evals")
+    keys = list(keys)
+    rows = _metric_rows(df, metric, statuses)
+    groups = rows.groupby(keys, sort=True)
+    if last_n_evals is not None:
+        if last_n_evals < 1:
+            raise ValueError(f"last_n_evals must be >= 1, got {last_n_evals}")
+        chosen = rows[groups["step"].rank(method="first", ascending=False) <= last_n_evals]
+    else:
+        if not 0 < last_fraction <= 1:
+            raise ValueError(f"last_fraction must be in (0, 1], got {last_fraction}")
+        chosen = rows[rows["step"] >= (1 - last_fraction) * groups["step"].transform("max")]
+    scores = chosen.groupby(keys, sort=True).agg(score=("value", "mean"), n_obs=("value", "size"))
+    return scores.join(_budget(rows, keys)).reset_index()
+
+
+def best_scores(df: pd.DataFrame, metric: str = "eval_return", *, within: float = 0.05,
+                keys: Sequence[str] = RUN_KEYS,
+                statuses: Sequence[str] | None = SCORED_STATUSES) -> pd.DataFrame:
+    """Per-run best score and the episodes (and agent steps) it took to first come within ``within`` of it.
+
+    Gu et al. 2016, Table 1: "best test reward ... and the number of episodes required to reach within 5% of
+    the best value". Rewards there are often negative, so "within 5%" is read as
+    value >= best - 0.05 * |best|.
+    """
+    keys = list(keys)
+    rows = _metric_rows(df, metric, statuses)
+    best = rows.groupby(keys, sort=True)["value"].transform("max")
+    reached = rows[rows["value"] >= best - within * best.abs()]
+    first = reached.groupby(keys, sort=True).first()
+    out = pd.DataFrame({
+        "best": rows.groupby(keys, sort=True)["value"].max(),
+        "episodes_to_within": first["episodes"],
+        "steps_to_within": first["step"],
+    })
+    return out.join(_budget(rows, keys)).reset_index()
+
+
+def score_matrix(scores: pd.DataFrame, *, score: str = "score", group: str = "algo", task: str = "env",
+                 run: str = "seed", tasks: Sequence | None = None) -> dict[str, np.ndarray]:
+    """Per-run scores -> {group: array [runs, tasks]}, the input rliable expects (Agarwal et al. 2021).
+
+    Groups come out sorted by name and tasks in sorted order (or ``tasks``), so the matrices do not depend on
+    row order. Within a group every task must have the same number of runs: rliable's stratified bootstrap
+    resamples runs within each task of a rectangular matrix.
+    """
+    tasks = sorted(scores[task].unique()) if tasks is None else list(tasks)
+    matrices = {}
+    for name, rows in scores.groupby(group, sort=True):
+        columns = []
+        for t in tasks:
+            values = rows[rows[task] == t].sort_values(run)[score].to_numpy(dtype=float)
+            if len(values) == 0:
+                raise ValueError(f"{group}={name!r} has no runs on {task}={t!r}")
+            columns.append(values)
+        counts = {t: len(c) for t, c in zip(tasks, columns, strict=True)}
+        if len(set(counts.values())) != 1:
+            raise ValueError(f"{group}={name!r} has unequal runs per {task}: {counts}")
+        matrix = np.stack(columns, axis=1)
+        if np.isnan(matrix).any():
+            raise ValueError(f"{group}={name!r} has NaN scores; a diverged run must log finite values")
+        matrices[str(name)] = matrix
+    return matrices
+
+
+def human_normalized(scores: pd.DataFrame, table: str = reference.DQN_ZOO, *, score: str = "score",
+                     env: str = "env") -> pd.DataFrame:
+    """Replace ``score`` by (score - random) / (human - random) from the named human table.
+
+    Keeps the raw score as ``raw_score`` and records the table in ``human_table``, because the two published
+    human tables differ (reference.human_random_scores).
+    """
+    ref = reference.human_random_scores(table).set_index("game")
+    games = scores[env].map(reference.atari_game_key)
+    unknown = sorted(set(games) - set(ref.index))
+    if unknown:
+        raise ValueError(f"games {unknown} are not in human table {table!r}")
+    out = scores.copy()
+    out["raw_score"] = out[score]
+    random, human = games.map(ref["random"]), games.map(ref["human"])
+    out[score] = (out[score] - random) / (human - random)
+    out["human_table"] = table
+    return out

@@ -1,0 +1,112 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import reference, tidy
+
+
+def _rows(algo, env, seed, metric, steps, values, **extra):
+    return pd.DataFrame({
+        "run_id": f"{algo}-{env}", "suite": "s", "algo": algo, "env": env, "protocol": "nature", "seed": seed,
+        "step": steps, "frames": [4 * s for s in steps], "episodes": [s // 10 for s in steps],
+        "metric": metric, "value": values, **extra,
+    })
+
+
+def _write_run(run_dir, metrics, status="complete", config=None, wall_time_s=10.0):
+    run_dir.mkdir(parents=True)
+    metrics.to_csv(run_dir / "metrics.csv", index=False)
+    (run_dir / "run.json").write_text(json.dumps(
+        {"status": status, "wall_time_s": wall_time_s, "git_commit": "abc", "device": "cpu",
+         "config": {"suite": "s", **(config or {})}}))
+
+
+def test_load_runs_concatenates_metrics_and_attaches_status_and_config(tmp_path):
+    _write_run(tmp_path / "a", _rows("dqn", "E", [0, 1], "eval_return", [0, 10], [1.0, 2.0]),
+               config={"replay": {"size": 1000}})
+    _write_run(tmp_path / "b", _rows("dqn", "E", [0], "eval_return", [0], [3.0]), status="diverged",
+               config={"replay": {"size": 10}})
+    df = tidy.load_runs([tmp_path / "a", tmp_path / "b"], config_keys=["replay.size"])
+    assert list(df.columns) == [*tidy.METRIC_COLUMNS, "status", "replay.size"]
+    assert df["status"].tolist() == ["complete", "complete", "diverged"]
+    assert df["replay.size"].tolist() == [1000, 1000, 10]
+    info = tidy.run_info([tmp_path / "a", tmp_path / "b"])
+    assert info["wall_time_s"].sum() == 20.0 and info["suite"].tolist() == ["s", "s"]
+
+
+def test_load_run_without_run_json_names_the_missing_file(tmp_path):
+    (tmp_path / "r").mkdir()
+    with pytest.raises(FileNotFoundError, match="run.json"):
+        tidy.load_run(tmp_path / "r")
+
+
+def test_write_table_writes_csv_and_parquet_and_leaves_no_temporary_files(tmp_path):
+    df = _rows("dqn", "E", 0, "eval_return", [0, 10], [1.0, 2.0])
+    csv, parquet = tidy.write_table(df, tmp_path / "out" / "tidy")
+    pd.testing.assert_frame_equal(pd.read_csv(csv), df)
+    pd.testing.assert_frame_equal(pd.read_parquet(parquet), df)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["tidy.csv", "tidy.parquet"]
+
+
+def test_final_scores_average_the_last_evaluations_per_seed():
+    df = pd.concat([_rows("dqn", "E", 0, "eval_return", [0, 10, 20, 30], [0.0, 1.0, 2.0, 4.0]),
+                    _rows("dqn", "E", 1, "eval_return", [0, 10, 20, 30], [0.0, 0.0, 6.0, 8.0]),
+                    _rows("dqn", "E", 1, "td_loss", [30], [99.0])])
+    by_n = tidy.final_scores(df, last_n_evals=2)
+    assert by_n["score"].tolist() == [3.0, 7.0]
+    assert by_n[["step", "frames"]].values.tolist() == [[30, 120], [30, 120]]
+    # The last half of 30 steps is steps >= 15: steps 20 and 30.
+    by_fraction = tidy.final_scores(df, last_fraction=0.5)
+    assert by_fraction["score"].tolist() == [3.0, 7.0] and by_fraction["n_obs"].tolist() == [2, 2]
+
+
+def test_final_scores_drop_failed_runs_but_keep_diverged_ones():
+    df = pd.concat([_rows("dqn", "E", 0, "eval_return", [0], [1.0], status="complete"),
+                    _rows("dqn", "E", 1, "eval_return", [0], [-5.0], status="diverged"),
+                    _rows("dqn", "E", 2, "eval_return", [0], [7.0], status="failed")])
+    assert tidy.final_scores(df, last_n_evals=1)["seed"].tolist() == [0, 1]
+
+
+def test_best_scores_count_episodes_to_within_5_percent_of_a_negative_best():
+    # Best -1.0; within 5% means >= -1.05: first reached at step 20 (-1.04), 2 episodes in.
+    df = _rows("naf", "Reacher-v5", 0, "eval_return", [0, 10, 20, 30], [-3.0, -1.2, -1.04, -1.0])
+    best = tidy.best_scores(df)
+    assert best.loc[0, "best"] == -1.0
+    assert best.loc[0, "episodes_to_within"] == 2 and best.loc[0, "steps_to_within"] == 20
+
+
+def test_score_matrix_is_runs_by_sorted_tasks_independent_of_row_order():
+    scores = pd.DataFrame({"algo": ["b", "a", "a", "a", "a"], "env": ["X", "Y", "X", "X", "Y"],
+                           "seed": [0, 1, 1, 0, 0], "score": [9.0, 4.0, 2.0, 1.0, 3.0]})
+    matrices = tidy.score_matrix(scores[scores["algo"] == "a"].iloc[::-1])
+    np.testing.assert_array_equal(matrices["a"], [[1.0, 3.0], [2.0, 4.0]])
+    with pytest.raises(ValueError, match="no runs on env='Y'"):
+        tidy.score_matrix(scores)
+
+
+def test_human_normalized_scores_match_the_published_tables_and_name_the_table():
+    scores = pd.DataFrame({"env": ["ALE/Pong-v5", "ALE/Pong-v5", "ALE/SpaceInvaders-v5"],
+                           "score": [14.6, -20.7, 908.35]})
+    zoo = tidy.human_normalized(scores)
+    # DQN Zoo: Pong random -20.7, human 14.6; Space Invaders random 148.0, human 1668.7.
+    np.testing.assert_allclose(zoo["score"], [1.0, 0.0, 0.5])
+    assert set(zoo["human_table"]) == {"dqn_zoo"}
+    # Mnih et al. 2015 human Pong score is 9.3, so the same raw score normalizes differently.
+    mnih = tidy.human_normalized(scores.iloc[:1].assign(score=9.3), table=reference.MNIH2015)
+    assert mnih.loc[0, "score"] == pytest.approx(1.0) and mnih.loc[0, "human_table"] == "mnih2015"
+    with pytest.raises(ValueError, match="not in human table"):
+        tidy.human_normalized(pd.DataFrame({"env": ["ALE/Alien-v5"], "score": [1.0]}), table="mnih2015")
+
+
+def test_atari_game_key_maps_env_ids_onto_the_reference_names():
+    keys = [reference.atari_game_key(e) for e in ("ALE/UpNDown-v5", "MontezumaRevengeNoFrameskip-v4")]
+    assert keys == ["up_n_down", "montezuma_revenge"]
+    assert set(keys) <= set(reference.human_random_scores()["game"])
+
+
+def test_reference_loaders_cite_their_sources():
+    assert reference.naf_vs_ddpg_table1().attrs["source"].startswith("Gu, Lillicrap")
+    assert reference.ddqn_summary().shape == (4, 5)
+    assert len(reference.human_random_scores()) == 57
