@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import gymnasium as gym
 import numpy as np
+import torch
 
 
 @dataclass
@@ -66,6 +67,73 @@ class MemberEnv:
     def close(self) -> None:
         pass
 
+    def state_dict(self) -> dict:
+        """Everything needed to continue the current episodes after a restart (tensors and plain values only,
+        so checkpoints load with torch.load(weights_only=True)). Raise NotImplementedError if impossible."""
+        raise NotImplementedError
+
+    def load_state_dict(self, state: dict) -> None:
+        raise NotImplementedError
+
+
+def _plain(value):
+    """A weights_only-safe copy of a simulator attribute (numpy arrays become tensors)."""
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value.copy())
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _unplain(value, like):
+    if isinstance(like, np.ndarray):
+        return value.numpy().copy()
+    if isinstance(like, tuple | list):
+        return type(like)(_unplain(v, w) for v, w in zip(value, like, strict=True))
+    return value
+
+
+def _simulator_state(env: gym.Env) -> dict:
+    """Generic state of a gymnasium environment: RNG, time-limit counter, and the simulator's state.
+
+    MuJoCo tasks are restored from qpos/qvel/act/time; other environments (classic control) from their
+    array- and number-valued attributes.
+    """
+    u = env.unwrapped
+    state: dict = {"rng": u.np_random.bit_generator.state, "wrappers": {}}
+    w = env
+    while isinstance(w, gym.Wrapper):
+        if hasattr(w, "_elapsed_steps"):
+            state["wrappers"][type(w).__name__] = w._elapsed_steps
+        w = w.env
+    if hasattr(u, "data") and hasattr(u.data, "qpos"):
+        d = u.data
+        state["mujoco"] = {k: torch.from_numpy(np.array(getattr(d, k), copy=True)) for k in ("qpos", "qvel", "act")}
+        state["mujoco"]["time"] = float(d.time)
+    else:
+        state["attrs"] = {k: _plain(v) for k, v in vars(u).items()
+                          if isinstance(v, np.ndarray | int | float | bool | type(None))
+                          or (isinstance(v, tuple | list) and all(isinstance(x, int | float) for x in v))}
+    return state
+
+
+def _load_simulator_state(env: gym.Env, state: dict) -> None:
+    u = env.unwrapped
+    u.np_random.bit_generator.state = state["rng"]
+    w = env
+    while isinstance(w, gym.Wrapper):
+        if type(w).__name__ in state["wrappers"]:
+            w._elapsed_steps = state["wrappers"][type(w).__name__]
+        w = w.env
+    if "mujoco" in state:
+        m = state["mujoco"]
+        u.set_state(m["qpos"].numpy(), m["qvel"].numpy())
+        u.data.act[:] = m["act"].numpy()
+        u.data.time = m["time"]
+    else:
+        for k, v in state["attrs"].items():
+            setattr(u, k, _unplain(v, getattr(u, k)))
+
 
 class GymMemberEnv(MemberEnv):
     """M separate gymnasium environments with manual autoreset and per-member seeds.
@@ -114,3 +182,13 @@ class GymMemberEnv(MemberEnv):
     def close(self) -> None:
         for env in self.envs:
             env.close()
+
+    def state_dict(self) -> dict:
+        return {"envs": [_simulator_state(e) for e in self.envs], "returns": torch.from_numpy(self._returns.copy()),
+                "lengths": torch.from_numpy(self._lengths.copy())}
+
+    def load_state_dict(self, state: dict) -> None:
+        for env, s in zip(self.envs, state["envs"], strict=True):
+            _load_simulator_state(env, s)
+        self._returns[:] = state["returns"].numpy()
+        self._lengths[:] = state["lengths"].numpy()

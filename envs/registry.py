@@ -44,6 +44,14 @@ def known_envs() -> list[str]:
     return ["ALE/<Game>-v5", *CLASSIC_CONTROL, *mujoco_tasks.TASKS, *toy.TOY_ENVS]
 
 
+def action_kind(env_id: str) -> str:
+    """discrete or continuous, known from the id alone (no environment is built)."""
+    family = env_family(env_id)
+    if family == "mujoco" or env_id in ("Pendulum-v1", "MountainCarContinuous-v0"):
+        return "continuous"
+    return "discrete"
+
+
 def default_protocol(env_id: str) -> str:
     family = env_family(env_id)
     return {"atari": "nature", "classic": "gym", "mujoco": "gym-v5", "toy": "exact"}[family]

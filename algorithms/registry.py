@@ -1,0 +1,42 @@
+"""Named algorithm variants: each is a family plus the flags that make it, with its citation.
+
+A variant never copies a file: ``double_dqn`` is ``dqn`` with ``double=True``. Families are imported lazily
+so that a discrete-only install path does not pay for the continuous-action code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    family: str  # module in algorithms/ providing Config, Agent (or a trainer), PRESETS and validate
+    overrides: dict = field(default_factory=dict)
+    citation: str = ""
+    actions: str = "discrete"  # discrete | continuous | tabular
+
+
+_V = [
+    Variant("dqn", "dqn", {}, "Mnih et al. 2015, Nature"),
+    Variant("double_dqn", "dqn", {"double": True}, "van Hasselt, Guez, Silver 2016"),
+    # Wang et al. 2016 build the dueling network on Double DQN targets.
+    Variant("dueling_dqn", "dqn", {"dueling": True, "double": True}, "Wang et al. 2016"),
+    # Schaul et al. 2016 add prioritized replay to Double DQN and divide the step size by 4.
+    Variant("per_dqn", "dqn", {"sampler": "proportional", "double": True, "per_alpha": 0.6, "per_beta0": 0.4,
+                               "lr": 2.5e-4 / 4}, "Schaul et al. 2016 (proportional)"),
+    Variant("per_rank_dqn", "dqn", {"sampler": "rank", "double": True, "per_alpha": 0.7, "per_beta0": 0.5,
+                                    "lr": 2.5e-4 / 4}, "Schaul et al. 2016 (rank-based)"),
+    Variant("nstep_dqn", "dqn", {"n_step": 3}, "Sutton 1988; n = 3 as in Hessel et al. 2018"),
+    # Hessel et al. 2018 without the distributional head and noisy nets: the parts this suite ablates.
+    Variant("combined_dqn", "dqn", {"double": True, "dueling": True, "n_step": 3, "sampler": "proportional",
+                                    "per_alpha": 0.5, "per_beta0": 0.4}, "Hessel et al. 2018 (subset)"),
+    Variant("q_learning", "tabular", {"method": "q_learning"}, "Watkins & Dayan 1992", "tabular"),
+    Variant("fitted_q", "tabular", {"method": "fitted_q"}, "Ernst et al. 2005; Riedmiller 2005", "tabular"),
+]
+VARIANTS: dict[str, Variant] = {v.name: v for v in _V}
+
+
+def register(variant: Variant) -> None:
+    VARIANTS[variant.name] = variant

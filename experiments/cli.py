@@ -1,0 +1,243 @@
+"""The ``qrepro`` command: train (the run contract), keys (every --set key, documented), bench (throughput)."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import inspect
+import sys
+import textwrap
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+from experiments.config import ConfigError, RunConfig, RunSettings, build, family_module
+from experiments.provenance import (
+    atomic_torch_save,
+    atomic_write_json,
+    device_info,
+    git_commit,
+    versions,
+)
+
+EXIT_BAD_INPUT = 2
+
+
+def field_docs(cls) -> dict[str, str]:
+    """The docstring written under each dataclass field (CleanRL style), read from the source."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError):
+        return {}
+    docs, body = {}, tree.body[0].body
+    for node, nxt in zip(body, body[1:], strict=False):
+        if (isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
+                and isinstance(nxt.value.value, str)):
+            docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+def describe(cls) -> str:
+    docs = field_docs(cls)
+    lines = []
+    for f in dataclasses.fields(cls):
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        lines.append(f"  {f.name} ({f.type}, default {default!r}): {docs.get(f.name, '')}")
+    return "\n".join(lines)
+
+
+def keys_text(algo: str | None = None) -> str:
+    from algorithms.registry import VARIANTS
+
+    parts = ["Run settings (--set key=value):", describe(RunSettings)]
+    families = {}
+    for name, v in VARIANTS.items():
+        if algo is None or name == algo:
+            families.setdefault(v.family, []).append(name)
+    for family, names in families.items():
+        mod = family_module(VARIANTS[names[0]])
+        parts.append(f"\nAlgorithm settings for {', '.join(names)} ({family}.py):")
+        parts.append(describe(mod.Config))
+        for n in names:
+            v = VARIANTS[n]
+            parts.append(f"  variant {n}: {v.overrides or 'the defaults'} ({v.citation})")
+        presets = getattr(mod, "PRESETS", {})
+        for env_family, values in presets.items():
+            parts.append(f"  preset for {env_family} environments: {values}")
+    return "\n".join(parts)
+
+
+def _parser() -> argparse.ArgumentParser:
+    from algorithms.registry import VARIANTS
+
+    p = argparse.ArgumentParser(prog="qrepro", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train M members of one algorithm on one environment",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Train one algorithm on one environment with one member per seed. Writes "
+                       "DIR/metrics.csv, DIR/run.json and DIR/checkpoints/; a DIR holding a checkpoint of the "
+                       "same configuration is resumed.",
+                       epilog="Every --set key: run `qrepro keys` (or `qrepro keys --algo NAME`).")
+    t.add_argument("--algo", required=True, help=f"algorithm variant; one of: {', '.join(sorted(VARIANTS))}")
+    t.add_argument("--env", required=True, help="environment id: ALE/<Game>-v5, CartPole-v1, a MuJoCo v5 task, "
+                   "or toy/... (`qrepro envs` lists them)")
+    t.add_argument("--seeds", type=int, nargs="+", required=True, help="one member per seed (distinct, >= 0)")
+    t.add_argument("--steps", type=int, required=True, help="agent steps per member (Atari: 1 step = 4 frames)")
+    t.add_argument("--out", required=True, type=Path, help="run folder (created; resumed if it holds a checkpoint)")
+    t.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+    t.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a run or algorithm setting (repeatable); see `qrepro keys`")
+    k = sub.add_parser("keys", help="list every --set key with its default, meaning and source")
+    k.add_argument("--algo", default=None, help="only this algorithm's keys")
+    sub.add_parser("envs", help="list environment ids")
+    b = sub.add_parser("bench", help="print agent steps/second for M = 1 and M = 8 members side by side")
+    b.add_argument("--algo", default="dqn")
+    b.add_argument("--env", nargs="+", default=["CartPole-v1", "ALE/Pong-v5"])
+    b.add_argument("--members", type=int, nargs="+", default=[1, 8])
+    b.add_argument("--steps", type=int, default=2_000, help="timed agent steps per configuration")
+    b.add_argument("--device", default="cpu")
+    b.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    return p
+
+
+def error(message: str) -> int:
+    print(f"qrepro: error: {message}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: CUDA is not available here; valid: cpu, auto")
+    return dev
+
+
+def load_checkpoint(path: Path, cfg: RunConfig) -> dict:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the same user-facing problem
+        raise ConfigError(f"checkpoint {path} is unreadable ({type(e).__name__}: {e}); "
+                          "delete it to start over, or give another --out") from None
+    if not isinstance(state, dict) or state.get("format") is None:
+        raise ConfigError(f"checkpoint {path} is not a qrepro checkpoint; give another --out")
+    if state.get("config_hash") != cfg.hash():
+        raise ConfigError(f"checkpoint {path} was made with another configuration (hash {state.get('config_hash')}, "
+                          f"this run {cfg.hash()}); rerun with the same settings to resume, or give another --out")
+    return state
+
+
+def train(args) -> int:
+    from envs.registry import EnvError
+    from experiments.runner import Runner, write_metrics
+
+    try:
+        cfg = build(args.algo, args.env, args.seeds, args.steps, args.sets, args.device)
+        device = resolve_device(args.device)
+        out: Path = args.out
+        ckpt_path = out / "checkpoints" / "latest.pt"
+        state = None
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"--out {out}: exists and is not a folder")
+        if ckpt_path.exists():
+            state = load_checkpoint(ckpt_path, cfg)
+            if state["status"] in ("complete", "diverged"):
+                print(f"qrepro: {out} already holds a {state['status']} run of this configuration; nothing to do")
+                return 0
+        elif out.exists() and any(out.iterdir()):
+            raise ConfigError(f"--out {out}: folder is not empty and holds no qrepro checkpoint; give a new folder")
+        if cfg.run.threads:
+            torch.set_num_threads(cfg.run.threads)
+        runner = Runner(cfg, device)
+    except (ConfigError, EnvError) as e:
+        return error(str(e))
+
+    out.mkdir(parents=True, exist_ok=True)
+    wall0 = time.time()
+    prior_wall = float(state.get("wall_time", 0.0)) if state else 0.0
+    meta = {"run_id": runner.run_id, "config": cfg.as_dict(), "config_hash": cfg.hash(), "git": git_commit(),
+            "versions": versions(), "device": device_info(device), "protocol": runner.protocol,
+            "env_settings": getattr(runner.env, "settings", {}), "frames_per_step": runner.env.frames_per_step,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "resumed_from_step": state["step"] if state else 0}
+
+    def record(st: dict, status: str) -> None:
+        st["wall_time"] = prior_wall + time.time() - wall0
+        write_metrics(out / "metrics.csv", st["rows"])
+        extra = {k: st[k] for k in ("diverged_seeds",) if k in st}
+        atomic_write_json(out / "run.json", {**meta, "status": status, "steps_done": st["step"],
+                                            "wall_time_s": round(st["wall_time"], 3), **extra})
+
+    try:
+        for kind, st in runner.train(state):
+            atomic_torch_save(ckpt_path, st)
+            record(st, st["status"])
+            if kind == "done":
+                print(f"qrepro: {st['status']}: {out} ({st['step']} agent steps x {len(cfg.seeds)} members)")
+    except Exception as e:
+        atomic_write_json(out / "run.json", {**meta, "status": "failed", "error": f"{type(e).__name__}: {e}",
+                                            "traceback": traceback.format_exc()})
+        raise
+    finally:
+        runner.env.close()
+    return 0
+
+
+def bench(args) -> int:
+    """Agent steps/second of whole training loops (acting, replay, learning) for each M, side by side."""
+    from experiments.runner import Runner
+
+    try:
+        device = resolve_device(args.device)
+    except ConfigError as e:
+        return error(str(e))
+    print(f"# qrepro bench: algo {args.algo}, {args.steps} timed agent steps after warm-up, device {device}, "
+          f"torch threads {torch.get_num_threads()}")
+    print(f"{'env':<22}{'M':>4}{'steps/s per member':>22}{'aggregate steps/s':>20}{'vs M=1':>10}")
+    for env in args.env:
+        base = None
+        for m in args.members:
+            # the first half warms up (replay filling, allocator, caches); the second half is timed
+            sets = ["learning_starts=100", f"log_period={args.steps}", *args.sets]
+            try:
+                cfg = build(args.algo, env, list(range(m)), 2 * args.steps, sets, args.device)
+            except ConfigError as e:
+                return error(str(e))
+            runner = Runner(cfg, device)
+            runner.evaluate_enabled = False
+            *_, (_, final) = runner.train(None)
+            runner.env.close()
+            per_member = [r[-1] for r in final["rows"] if r[9] == "steps_per_second"][-1]
+            agg = per_member * m
+            base = base or agg
+            print(f"{env:<22}{m:>4}{per_member:>22.1f}{agg:>20.1f}{agg / base:>9.2f}x", flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "train":
+        return train(args)
+    if args.command == "keys":
+        from algorithms.registry import VARIANTS
+
+        if args.algo is not None and args.algo not in VARIANTS:
+            return error(f"unknown algo {args.algo!r}; valid: {', '.join(sorted(VARIANTS))}")
+        print(keys_text(args.algo))
+        return 0
+    if args.command == "envs":
+        from envs.registry import known_envs
+
+        print("\n".join(known_envs()))
+        return 0
+    if args.command == "bench":
+        return bench(args)
+    return error(f"unknown command {args.command}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

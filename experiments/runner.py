@@ -1,0 +1,250 @@
+"""The runner: owns environments, the train/eval loop, checkpoints and metric rows (Dopamine's split).
+
+An agent only acts and learns (``act``, ``act_eval``, ``value_estimate``, ``learn``, ``make_replay``,
+``state_dict``). The runner steps M environments in lockstep, writes each agent step into replay, evaluates
+every ``eval_period`` agent steps, and checkpoints everything a resumed run needs: agent, replay,
+environments, frame stacks, metric rows. Rows are kept in the checkpoint itself, so a resumed run never
+duplicates or drops one.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from algorithms.members import derive_seed, torch_generators
+from algorithms.registry import VARIANTS
+from envs.registry import default_protocol, make_env
+from experiments.config import RunConfig, family_module
+
+COLUMNS = ("run_id", "suite", "algo", "env", "protocol", "seed", "step", "frames", "episodes", "metric", "value")
+CHECKPOINT_FORMAT = 1
+
+
+def env_seed(seed: int, stream: str) -> int:
+    """A seed ALE and gymnasium accept (< 2^31), from a member's seed and a stream name."""
+    return derive_seed(seed, stream) % (2**31 - 1)
+
+
+class FrameStacker:
+    """The last k frames per member; frames before an episode's start are zeros, as in replay."""
+
+    def __init__(self, first: np.ndarray, k: int):
+        self.k = k
+        self.frames = torch.zeros(first.shape[0], k, *first.shape[1:], dtype=torch.as_tensor(first).dtype)
+        self.reset_all(first)
+
+    def reset_all(self, obs: np.ndarray) -> None:
+        self.frames.zero_()
+        self.frames[:, -1] = torch.as_tensor(obs)
+
+    def push(self, obs: np.ndarray, new_episode: np.ndarray) -> None:
+        self.frames = torch.roll(self.frames, -1, dims=1)
+        self.frames[torch.as_tensor(new_episode)] = 0
+        self.frames[:, -1] = torch.as_tensor(obs)
+
+    def obs(self) -> torch.Tensor:
+        return self.frames if self.k > 1 else self.frames[:, 0]
+
+    def newest(self) -> torch.Tensor:
+        return self.frames[:, -1]
+
+
+@dataclass
+class Evaluation:
+    """Per-member results of one evaluation phase."""
+
+    returns: list[list[float]] = field(default_factory=list)
+    q_estimates: list[list[float]] = field(default_factory=list)
+    true_values: list[list[float]] = field(default_factory=list)
+
+
+def discounted_returns(rewards: list[float], gamma: float) -> list[float]:
+    """G_t = sum_i gamma^i r_{t+i} to the end of the episode, for every t."""
+    out, g = [0.0] * len(rewards), 0.0
+    for t in range(len(rewards) - 1, -1, -1):
+        g = rewards[t] + gamma * g
+        out[t] = g
+    return out
+
+
+class Runner:
+    def __init__(self, cfg: RunConfig, device: torch.device):
+        self.cfg, self.device = cfg, device
+        self.variant = VARIANTS[cfg.algo]
+        self.protocol = cfg.run.protocol or default_protocol(cfg.env)
+        self.env = make_env(cfg.env, [env_seed(s, "env") for s in cfg.seeds], "train", self.protocol)
+        space = self.env.observation_space
+        mod = family_module(self.variant)
+        self.frame_stack = self.env.frame_stack
+        self.agent = mod.Agent(cfg.algo_config, space.shape, self.frame_stack, self._action_dim(), cfg.seeds,
+                               cfg.steps, device)
+        self.replay = self.agent.make_replay(space.shape, torch.as_tensor(np.zeros((), space.dtype)).dtype,
+                                             self.frame_stack)
+        self.run_id = f"{cfg.algo}-{cfg.env.replace('/', '_')}-{cfg.hash()}"
+        self.gamma = cfg.algo_config.gamma
+        self.clip = bool(getattr(cfg.algo_config, "clip_rewards", False))
+        r = cfg.run
+        self.eval_period = r.eval_period or max(1, cfg.steps // 10)
+        self.checkpoint_period = r.checkpoint_period or self.eval_period
+        self.evaluate_enabled = True  # benchmarks time the training loop alone
+
+    def _action_dim(self):
+        space = self.env.action_space
+        return int(space.n) if hasattr(space, "n") else space
+
+    # ---------------------------------------------------------------------------------------- rows
+    def _row(self, k: int, step: int, metric: str, value: float, episodes) -> tuple:
+        c = self.cfg
+        return (self.run_id, c.run.suite, c.algo, c.env, self.protocol, int(c.seeds[k]), step,
+                step * self.env.frames_per_step, int(episodes[k]), metric, float(value))
+
+    def _rows(self, step: int, metric: str, values, episodes) -> list[tuple]:
+        return [self._row(k, step, metric, v, episodes) for k, v in enumerate(values)]
+
+    def train_reward(self, reward: np.ndarray) -> np.ndarray:
+        return np.clip(reward, -1.0, 1.0) if self.clip else reward
+
+    # ---------------------------------------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def evaluate(self, step: int) -> Evaluation:
+        """Run the evaluation policy on fresh environments seeded from (member seed, step).
+
+        q_estimate is the mean of max_a Q over the states visited in completed episodes; true_value is the
+        mean discounted return (with the training reward transform) actually obtained from those states,
+        so the two compare like for like (van Hasselt et al. 2016, Fig. 3).
+        """
+        c = self.cfg
+        env = make_env(c.env, [env_seed(s, f"eval/{step}") for s in c.seeds], "eval", self.protocol)
+        gens = torch_generators(c.seeds, f"eval-act/{step}")
+        M = len(c.seeds)
+        stacker = FrameStacker(env.reset(), self.frame_stack)
+        ev = Evaluation([[] for _ in range(M)], [[] for _ in range(M)], [[] for _ in range(M)])
+        ep_q: list[list[float]] = [[] for _ in range(M)]
+        ep_r: list[list[float]] = [[] for _ in range(M)]
+        for _ in range(c.run.eval_max_steps):
+            obs = stacker.obs()
+            q = self.agent.value_estimate(obs.unsqueeze(1))[:, 0].cpu().numpy()
+            actions = self.agent.act_eval(obs, gens)
+            res = env.step(actions)
+            rewards = self.train_reward(res.reward)
+            for k in range(M):
+                ep_q[k].append(float(q[k]))
+                ep_r[k].append(float(rewards[k]))
+            for k, ret, _length in res.finished:
+                if len(ev.returns[k]) < c.run.eval_episodes:
+                    ev.returns[k].append(ret)
+                    ev.q_estimates[k] += ep_q[k]
+                    ev.true_values[k] += discounted_returns(ep_r[k], self.gamma)
+                ep_q[k], ep_r[k] = [], []
+            ended = res.episode_end
+            for k in np.flatnonzero(ended):
+                if not any(f[0] == k for f in res.finished):  # an episode end that is not a game end
+                    ep_q[k], ep_r[k] = [], []
+            stacker.push(res.obs, ended)
+            if all(len(r) >= c.run.eval_episodes for r in ev.returns):
+                break
+        env.close()
+        return ev
+
+    # ---------------------------------------------------------------------------------------- loop
+    def train(self, state: dict | None) -> Iterator[tuple[str, dict]]:
+        """Yield ("checkpoint", state) at checkpoints and ("done", state) at the end (or on divergence)."""
+        c, M = self.cfg, len(self.cfg.seeds)
+        if state is None:
+            step, rows, episodes = 0, [], np.zeros(M, dtype=np.int64)
+            stacker = FrameStacker(self.env.reset(), self.frame_stack)
+            restored_env = True
+        else:
+            step, rows, episodes = state["step"], list(state["rows"]), np.asarray(state["episodes"])
+            self.agent.load_state_dict(state["agent"])
+            if state.get("replay") is not None:
+                self.replay.load_state_dict(state["replay"])
+            restored_env = self._restore_env(state, step)
+            stacker = FrameStacker(self.env.reset() if not restored_env else np.zeros(
+                (M, *self.env.observation_space.shape), self.env.observation_space.dtype), self.frame_stack)
+            if restored_env:
+                stacker.frames = state["stacker"].clone()
+            else:
+                self.replay.cut_episodes()
+        t0, steps_at_t0 = time.perf_counter(), step
+        losses: list[torch.Tensor] = []
+        status = "complete"
+        while step < c.steps:
+            obs = stacker.obs()
+            actions = self.agent.act(obs, step)
+            res = self.env.step(actions)
+            self.replay.add(stacker.newest(), torch.as_tensor(actions), torch.as_tensor(self.train_reward(res.reward)),
+                            torch.as_tensor(res.terminated), torch.as_tensor(res.truncated),
+                            torch.as_tensor(res.final_obs))
+            stacker.push(res.obs, res.episode_end)
+            step += 1
+            for k, ret, _length in res.finished:
+                episodes[k] += 1
+                rows.append(self._row(k, step, "train_return", ret, episodes))
+            out = self.agent.learn(self.replay, step)
+            if out is not None:
+                loss = out["td_loss"]
+                if not bool(torch.isfinite(loss).all()):
+                    status = "diverged"
+                    bad = [int(s) for s, ok in zip(c.seeds, torch.isfinite(loss).tolist(), strict=True) if not ok]
+                    rows += self._rows(step, "td_loss", loss.tolist(), episodes)
+                    yield "done", self._state(step, rows, episodes, stacker, status, diverged_seeds=bad)
+                    return
+                losses.append(loss)
+            if step % c.run.log_period == 0:
+                now = time.perf_counter()
+                sps = (step - steps_at_t0) / max(now - t0, 1e-9)
+                t0, steps_at_t0 = now, step
+                rows += self._rows(step, "steps_per_second", [sps] * M, episodes)
+                if losses:
+                    rows += self._rows(step, "td_loss", torch.stack(losses).mean(0).tolist(), episodes)
+                    losses = []
+            if self.evaluate_enabled and (step % self.eval_period == 0 or step == c.steps):
+                ev = self.evaluate(step)
+                for metric, values in (("eval_return", ev.returns), ("q_estimate", ev.q_estimates),
+                                       ("true_value", ev.true_values)):
+                    means = [float(np.mean(v)) if v else math.nan for v in values]
+                    rows += [self._row(k, step, metric, m, episodes) for k, m in enumerate(means)
+                             if not math.isnan(m)]
+                t0 = time.perf_counter()  # evaluation time is not training throughput
+            if step % self.checkpoint_period == 0 and step < c.steps:
+                yield "checkpoint", self._state(step, rows, episodes, stacker, "running")
+        yield "done", self._state(step, rows, episodes, stacker, status)
+
+    def _state(self, step, rows, episodes, stacker, status, **extra) -> dict:
+        env_state = None
+        try:
+            env_state = self.env.state_dict()
+        except NotImplementedError:
+            pass
+        return {"format": CHECKPOINT_FORMAT, "config_hash": self.cfg.hash(), "step": step, "rows": list(rows),
+                "episodes": torch.as_tensor(episodes), "agent": self.agent.state_dict(),
+                "replay": self.replay.state_dict() if self.cfg.run.checkpoint_replay else None,
+                "env": env_state, "stacker": stacker.frames.clone(), "status": status, **extra}
+
+    def _restore_env(self, state: dict, step: int) -> bool:
+        """Put the training environments back where the checkpoint left them; False if they could not be."""
+        if state.get("env") is None:
+            self.env.close()
+            self.env = make_env(self.cfg.env, [env_seed(s, f"env/resume/{step}") for s in self.cfg.seeds],
+                                "train", self.protocol)
+            return False
+        self.env.reset()
+        self.env.load_state_dict(state["env"])
+        return True
+
+
+def write_metrics(path: Path, rows: list[tuple]) -> None:
+    import pandas as pd
+
+    from experiments.provenance import atomic_write_text
+
+    df = pd.DataFrame(rows, columns=list(COLUMNS))
+    atomic_write_text(path, df.to_csv(index=False))
