@@ -26,9 +26,20 @@ RUN_KEYS = ("algo", "env", "seed")
 # estimate upward. Failed runs are infrastructure failures (crash, pre-emption) and say nothing about the
 # algorithm.
 SCORED_STATUSES = ("complete", "diverged")
+# Ours: a run's final score is its mean evaluation over the last 10% of its agent steps, which smooths the
+# evaluation noise of a single point without reaching back into early training.
+FINAL_FRACTION = 0.1
 
-# Keys read from run.json; the runner writes them (DESIGN.md, The run contract).
-RUN_JSON_FIELDS = ("status", "wall_time_s", "git_commit", "device", "config_hash")
+# run_info column -> dotted path into run.json as experiments/cli.py writes it (DESIGN.md, The run contract).
+RUN_JSON_FIELDS = {
+    "run_id": "run_id",
+    "suite": "config.run.suite",
+    "status": "status",
+    "wall_time_s": "wall_time_s",
+    "config_hash": "config_hash",
+    "git_commit": "git.commit",
+    "device": "device.device",
+}
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
@@ -56,11 +67,11 @@ def read_run_json(run_dir: str | Path) -> dict:
     return json.loads(path.read_text())
 
 
-def _config_value(config: dict, dotted_key: str):
-    value = config
+def _lookup(info: dict, dotted_key: str):
+    value = info
     for part in dotted_key.split("."):
         if not isinstance(value, dict) or part not in value:
-            raise KeyError(f"run.json config has no key {dotted_key!r}")
+            raise KeyError(f"run.json has no key {dotted_key!r}")
         value = value[part]
     return value
 
@@ -68,8 +79,9 @@ def _config_value(config: dict, dotted_key: str):
 def load_run(run_dir: str | Path, config_keys: Sequence[str] = ()) -> pd.DataFrame:
     """One run folder's metrics (metrics.parquet or metrics.csv) with ``status`` and the named config values.
 
-    ``config_keys`` are dotted paths into run.json's ``config`` (e.g. ``replay_size``); each becomes a column,
-    which is how sensitivity sweeps get their hyperparameter onto every row.
+    ``config_keys`` are dotted paths into run.json's ``config`` (e.g. ``algo_config.replay_size``); each
+    becomes a column named by its last part (``replay_size``), which is how sensitivity sweeps get their
+    hyperparameter onto every row.
     """
     run_dir = Path(run_dir)
     info = read_run_json(run_dir)
@@ -81,7 +93,7 @@ def load_run(run_dir: str | Path, config_keys: Sequence[str] = ()) -> pd.DataFra
     df = df[list(METRIC_COLUMNS)].copy()
     df["status"] = info["status"]
     for key in config_keys:
-        df[key] = _config_value(info.get("config", {}), key)
+        df[key.split(".")[-1]] = _lookup(info, f"config.{key}")
     return df
 
 
@@ -89,19 +101,26 @@ def load_runs(run_dirs: Iterable[str | Path], config_keys: Sequence[str] = ()) -
     """Concatenate ``load_run`` over many run folders, in the order given (callers sort for determinism)."""
     frames = [load_run(d, config_keys) for d in run_dirs]
     if not frames:
-        return pd.DataFrame(columns=[*METRIC_COLUMNS, "status", *config_keys])
+        return pd.DataFrame(columns=[*METRIC_COLUMNS, "status", *(k.split(".")[-1] for k in config_keys)])
     return pd.concat(frames, ignore_index=True)
 
 
 def run_info(run_dirs: Iterable[str | Path]) -> pd.DataFrame:
-    """One row per run folder: run_dir, suite, ``RUN_JSON_FIELDS`` (missing fields are NaN)."""
+    """One row per run folder: run_dir and the ``RUN_JSON_FIELDS`` columns (None where run.json lacks one).
+
+    A failed run still has a run.json with its wall time, so compute spent counts it too.
+    """
     rows = []
     for run_dir in run_dirs:
         info = read_run_json(run_dir)
-        row = {"run_dir": str(run_dir), "suite": info.get("config", {}).get("suite")}
-        row.update({field: info.get(field) for field in RUN_JSON_FIELDS})
+        row = {"run_dir": str(run_dir)}
+        for column, key in RUN_JSON_FIELDS.items():
+            try:
+                row[column] = _lookup(info, key)
+            except KeyError:
+                row[column] = None
         rows.append(row)
-    return pd.DataFrame(rows, columns=["run_dir", "suite", *RUN_JSON_FIELDS])
+    return pd.DataFrame(rows, columns=["run_dir", *RUN_JSON_FIELDS])
 
 
 def write_table(df: pd.DataFrame, path_without_ext: str | Path) -> tuple[Path, Path]:

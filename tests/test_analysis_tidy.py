@@ -18,22 +18,24 @@ def _rows(algo, env, seed, metric, steps, values, **extra):
 def _write_run(run_dir, metrics, status="complete", config=None, wall_time_s=10.0):
     run_dir.mkdir(parents=True)
     metrics.to_csv(run_dir / "metrics.csv", index=False)
+    # The layout experiments/cli.py writes.
     (run_dir / "run.json").write_text(json.dumps(
-        {"status": status, "wall_time_s": wall_time_s, "git_commit": "abc", "device": "cpu",
-         "config": {"suite": "s", **(config or {})}}))
+        {"run_id": run_dir.name, "status": status, "wall_time_s": wall_time_s, "git": {"commit": "abc"},
+         "device": {"device": "cpu"}, "config": {"run": {"suite": "s"}, "algo_config": config or {}}}))
 
 
 def test_load_runs_concatenates_metrics_and_attaches_status_and_config(tmp_path):
     _write_run(tmp_path / "a", _rows("dqn", "E", [0, 1], "eval_return", [0, 10], [1.0, 2.0]),
-               config={"replay": {"size": 1000}})
+               config={"replay_size": 1000})
     _write_run(tmp_path / "b", _rows("dqn", "E", [0], "eval_return", [0], [3.0]), status="diverged",
-               config={"replay": {"size": 10}})
-    df = tidy.load_runs([tmp_path / "a", tmp_path / "b"], config_keys=["replay.size"])
-    assert list(df.columns) == [*tidy.METRIC_COLUMNS, "status", "replay.size"]
+               config={"replay_size": 10})
+    df = tidy.load_runs([tmp_path / "a", tmp_path / "b"], config_keys=["algo_config.replay_size"])
+    assert list(df.columns) == [*tidy.METRIC_COLUMNS, "status", "replay_size"]
     assert df["status"].tolist() == ["complete", "complete", "diverged"]
-    assert df["replay.size"].tolist() == [1000, 1000, 10]
+    assert df["replay_size"].tolist() == [1000, 1000, 10]
     info = tidy.run_info([tmp_path / "a", tmp_path / "b"])
     assert info["wall_time_s"].sum() == 20.0 and info["suite"].tolist() == ["s", "s"]
+    assert info["git_commit"].tolist() == ["abc", "abc"] and info["config_hash"].isna().all()
 
 
 def test_load_run_without_run_json_names_the_missing_file(tmp_path):

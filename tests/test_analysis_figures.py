@@ -1,0 +1,155 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import figures
+
+STEPS = [0, 100, 200]
+
+
+def _rows(algo, env, seed, metric, values, steps=STEPS, episodes=None, **extra):
+    return pd.DataFrame({
+        "run_id": "r", "suite": "s", "algo": algo, "env": env, "protocol": "nature", "seed": seed,
+        "step": steps, "frames": [4 * s for s in steps], "episodes": episodes or [s // 10 for s in steps],
+        "metric": metric, "value": values, "status": "complete", **extra,
+    })
+
+
+def _line(ax, label):
+    (line,) = [line for line in ax.lines if line.get_label() == label]
+    return line
+
+
+def _band_limits(collection):
+    y = collection.get_paths()[0].vertices[:, 1]
+    return y.min(), y.max()
+
+
+@pytest.fixture
+def overestimation_table():
+    parts = []
+    for seed, offset in enumerate([0.0, 1.0, 5.0]):
+        parts += [
+            _rows("dqn", "ALE/Alien-v5", seed, "q_estimate", [1 + offset, 3 + offset, 9 + offset]),
+            _rows("dqn", "ALE/Alien-v5", seed, "true_value", [2.0 + seed], steps=[200]),
+            _rows("dqn", "ALE/Alien-v5", seed, "eval_return", [10.0 * seed, 20.0, 30.0]),
+            _rows("double_dqn", "ALE/Alien-v5", seed, "q_estimate", [1.0, 2.0, 2.5 + offset]),
+            _rows("double_dqn", "ALE/Alien-v5", seed, "true_value", [0.0, 2.5], steps=[100, 200]),
+            _rows("double_dqn", "ALE/Alien-v5", seed, "eval_return", [0.0, 25.0, 40.0]),
+        ]
+    return pd.concat(parts, ignore_index=True)
+
+
+def test_overestimation_curves_draw_seed_medians_final_true_values_and_scores_beneath(overestimation_table):
+    fig = figures.overestimation_curves(overestimation_table)
+    top, bottom = fig.axes[0], fig.axes[1]
+    assert top.get_title() == "alien"
+    dqn = _line(top, "dqn")
+    np.testing.assert_array_equal(dqn.get_xdata(), [0, 400, 800])  # frames, not agent steps
+    np.testing.assert_array_equal(dqn.get_ydata(), [2.0, 4.0, 10.0])  # median of offsets 0, 1, 5
+    np.testing.assert_array_equal(_line(top, "double_dqn").get_ydata(), [1.0, 2.0, 3.5])
+    # The final policy's true value: median over seeds of each seed's last true_value (2, 3, 4).
+    np.testing.assert_array_equal(_line(top, "dqn true value").get_ydata(), [3.0, 3.0])
+    np.testing.assert_array_equal(_line(top, "double_dqn true value").get_ydata(), [2.5, 2.5])
+    # 10-90% band of dqn at the last step: quantiles of 9, 10, 14.
+    low, high = _band_limits(top.collections[0])
+    assert low == pytest.approx(np.quantile([1, 2, 6], 0.1))
+    assert high == pytest.approx(np.quantile([9, 10, 14], 0.9))
+    np.testing.assert_array_equal(_line(bottom, "dqn").get_ydata(), [10.0, 20.0, 30.0])
+    np.testing.assert_array_equal(_line(bottom, "double_dqn").get_ydata(), [0.0, 25.0, 40.0])
+    assert top.get_yscale() == "linear"
+
+
+def test_overestimation_curves_use_a_log_scale_for_the_games_van_hasselt_did(overestimation_table):
+    table = overestimation_table.assign(env="ALE/WizardOfWor-v5")
+    assert figures.overestimation_curves(table).axes[0].get_yscale() == "log"
+
+
+def test_naf_vs_ddpg_curves_place_step_medians_at_the_median_episode_count():
+    table = pd.concat([
+        _rows("naf", "Reacher-v5", 0, "eval_return", [-3.0, -2.0, -1.0], episodes=[0, 2, 4]),
+        _rows("naf", "Reacher-v5", 1, "eval_return", [-5.0, -4.0, -3.0], episodes=[0, 4, 8]),
+        _rows("ddpg", "Reacher-v5", 0, "eval_return", [-9.0, -9.0, -9.0]),
+    ])
+    ax = figures.naf_vs_ddpg_curves(table).axes[0]
+    naf = _line(ax, "naf")
+    np.testing.assert_array_equal(naf.get_xdata(), [0, 3, 6])
+    np.testing.assert_array_equal(naf.get_ydata(), [-4.0, -3.0, -2.0])
+    np.testing.assert_array_equal(_line(ax, "ddpg").get_ydata(), [-9.0, -9.0, -9.0])
+
+
+def test_tabular_convergence_plots_q_error_on_a_log_scale():
+    table = pd.concat([_rows("q_learning", "toy/chain", s, "q_error_max", [1.0, 0.1, 0.01 * (s + 1)])
+                       for s in range(3)])
+    ax = figures.tabular_convergence(table).axes[0]
+    assert ax.get_yscale() == "log"
+    np.testing.assert_allclose(_line(ax, "q_learning").get_ydata(), [1.0, 0.1, 0.02])
+
+
+def test_sensitivity_plots_the_median_final_score_against_sorted_hyperparameter_values():
+    parts = []
+    for size, base in [(1_000_000, 30.0), (10_000, 10.0), (100_000, 20.0)]:
+        for seed in range(3):
+            parts.append(_rows("dqn", "CartPole-v1", seed, "eval_return", [0.0, 0.0, base + seed],
+                               replay_size=size))
+    ax = figures.sensitivity(pd.concat(parts), "replay_size").axes[0]
+    line = _line(ax, "dqn")
+    np.testing.assert_array_equal(line.get_xdata(), [10_000, 100_000, 1_000_000])
+    np.testing.assert_array_equal(line.get_ydata(), [11.0, 21.0, 31.0])  # the last 10% is the last eval
+    assert ax.get_xscale() == "log"
+    assert len(ax.collections[1].get_offsets()) == 9  # every run drawn as a dot
+
+
+def test_sensitivity_places_an_on_off_ablation_on_categorical_positions():
+    parts = [_rows("dqn", "CartPole-v1", s, "eval_return", [0.0, 0.0, v], loss=loss)
+             for s in range(2) for loss, v in [("mse", 1.0), ("huber", 5.0)]]
+    ax = figures.sensitivity(pd.concat(parts), "loss").axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["huber", "mse"]
+    np.testing.assert_array_equal(_line(ax, "dqn").get_ydata(), [5.0, 1.0])
+
+
+def test_overestimation_bias_plots_each_estimator_against_the_number_of_actions():
+    parts = [_rows(estimator, "toy/noisy_max", s, "estimation_bias", [bias * (1 + 0.01 * s)], steps=[0],
+                   num_actions=m)
+             for s in range(3) for m in (2, 8, 1024)
+             for estimator, bias in [("max_estimator", (m - 1) / (m + 1)), ("double_estimator", 0.0)]]
+    ax = figures.overestimation_bias(pd.concat(parts)).axes[0]
+    np.testing.assert_array_equal(_line(ax, "max_estimator").get_xdata(), [2, 8, 1024])
+    expected = np.array([1 / 3, 7 / 9, 1023 / 1025]) * 1.01  # (m - 1) / (m + 1), median seed's factor
+    np.testing.assert_allclose(_line(ax, "max_estimator").get_ydata(), expected)
+    np.testing.assert_array_equal(_line(ax, "double_estimator").get_ydata(), [0.0, 0.0, 0.0])
+
+
+def test_aggregate_intervals_plot_draws_each_ci_as_a_bar_and_the_estimate_as_a_tick():
+    intervals = pd.DataFrame({"algo": ["dqn", "double_dqn"] * 2, "aggregate": ["iqm", "iqm", "mean", "mean"],
+                              "estimate": [1.0, 2.0, 3.0, 4.0], "ci_low": [0.5, 1.5, 2.5, 3.5],
+                              "ci_high": [1.5, 3.0, 3.5, 5.0]})
+    fig = figures.aggregate_intervals_plot(intervals)
+    iqm_ax, mean_ax = fig.axes
+    assert [iqm_ax.get_title(), mean_ax.get_title()] == ["IQM", "Mean"]
+    # Algorithms in name order, bottom to top: double_dqn, dqn.
+    assert [t.get_text() for t in iqm_ax.get_yticklabels()] == ["double_dqn", "dqn"]
+    assert [(p.get_x(), p.get_width()) for p in iqm_ax.patches] == [(1.5, 1.5), (0.5, 1.0)]
+    np.testing.assert_array_equal(_line(mean_ax, "double_dqn").get_xdata(), [4.0, 4.0])
+
+
+def test_performance_profile_plot_draws_fraction_above_tau_with_its_band():
+    profiles = pd.DataFrame({"algo": ["dqn"] * 3, "tau": [0.0, 1.0, 2.0], "fraction": [1.0, 0.5, 0.1],
+                             "ci_low": [0.9, 0.3, 0.0], "ci_high": [1.0, 0.7, 0.2]})
+    ax = figures.performance_profile_plot(profiles).axes[0]
+    np.testing.assert_array_equal(_line(ax, "dqn").get_xdata(), [0.0, 1.0, 2.0])
+    np.testing.assert_array_equal(_line(ax, "dqn").get_ydata(), [1.0, 0.5, 0.1])
+    assert _band_limits(ax.collections[0]) == (0.0, 1.0)
+
+
+def test_figure_functions_name_what_is_missing():
+    with pytest.raises(ValueError, match="no rows for metric 'q_error_max'"):
+        figures.tabular_convergence(_rows("dqn", "E", 0, "eval_return", [0.0, 1.0, 2.0]))
+    with pytest.raises(ValueError, match="no column 'replay_size'"):
+        figures.sensitivity(_rows("dqn", "E", 0, "eval_return", [0.0, 1.0, 2.0]), "replay_size")
+
+
+def test_save_figure_writes_png_and_pdf_and_nothing_else(tmp_path, overestimation_table):
+    png, pdf = figures.save_figure(figures.overestimation_curves(overestimation_table), tmp_path / "fig3")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and pdf.read_bytes()[:5] == b"%PDF-"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fig3.pdf", "fig3.png"]
