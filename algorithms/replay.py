@@ -230,14 +230,15 @@ class ReplayBuffer:
         lo, hi = self._window(self.added)
         span = (hi - lo + 1).unsqueeze(1).to(torch.float64)
         idx = lo.unsqueeze(1) + (member_rand(self.generators, (batch_size,), self.device).double() * span).long()
-        # episode-final rows hold no action: redraw them (at most one row in an episode is such a row)
+        # episode-final rows hold no action: redraw them, each member from its own stream only
         for _ in range(1000):
             bad = (self.flags.gather(1, idx % self.N) & 4) == 0
             if not bad.any():
                 return idx
-            redraw = lo.unsqueeze(1) + (member_rand(self.generators, (batch_size,), self.device).double()
-                                        * span).long()
-            idx = torch.where(bad, redraw, idx)
+            for k in torch.nonzero(bad.any(1)).flatten().tolist():
+                u = torch.rand(batch_size, generator=self.generators[k], device=self.generators[k].device)
+                redraw = lo[k] + (u.to(self.device).double() * span[k]).long()
+                idx[k] = torch.where(bad[k], redraw, idx[k])
         raise RuntimeError("replay holds no valid transition to sample")
 
     def _prioritized_indices(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
