@@ -45,14 +45,6 @@ class LinearGaussianDynamics:
     def horizon(self) -> int:
         return self.F.shape[0]
 
-    @property
-    def state_dim(self) -> int:
-        return self.F.shape[1]
-
-    @property
-    def action_dim(self) -> int:
-        return self.F.shape[2] - self.F.shape[1]
-
     def predict(self, t: int | torch.Tensor, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """The mean next state F_t [x; u] + f_t, shape of x."""
         z = torch.cat([x, u], dim=-1)
@@ -141,7 +133,8 @@ def fit_linear_gaussian_dynamics(X: torch.Tensor, U: torch.Tensor, n_fit: int = 
         scatter = count * sigma + prior.Phi + shrink * dev.unsqueeze(-1) * dev.unsqueeze(-2)
         sigma = scatter / (count + prior.n0)
     sigma = 0.5 * (sigma + sigma.transpose(1, 2))
-    sigma_in = sigma[:, :d_in, :d_in] + regularization * torch.eye(d_in, dtype=sigma.dtype)
+    eye = torch.eye(d_in, dtype=sigma.dtype, device=sigma.device)
+    sigma_in = sigma[:, :d_in, :d_in] + regularization * eye
     sigma_cross = sigma[:, :d_in, d_in:]
     F = torch.linalg.solve(sigma_in, sigma_cross).transpose(1, 2)  # [T, dx, d_in]
     f = mean[:, d_in:] - (F @ mean[:, :d_in].unsqueeze(-1)).squeeze(-1)
