@@ -1,0 +1,119 @@
+"""The run contract: outputs, bad input, divergence, and resume after a kill."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from experiments.cli import main
+from experiments.runner import COLUMNS
+
+SMALL = ["--set", "learning_starts=50", "--set", "batch_size=16", "--set", "eval_episodes=2",
+         "--set", "log_period=100"]
+
+
+def _train(out: Path, *extra: str, algo="dqn", env="CartPole-v1", steps="200", seeds=("0", "1")) -> int:
+    return main(["train", "--algo", algo, "--env", env, "--seeds", *seeds, "--steps", steps, "--out", str(out),
+                 *SMALL, *extra])
+
+
+def test_train_writes_tidy_metrics_run_json_and_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    assert _train(out) == 0
+    df = pd.read_csv(out / "metrics.csv")
+    assert tuple(df.columns) == COLUMNS
+    assert {"eval_return", "q_estimate", "true_value", "td_loss", "steps_per_second", "train_return"} <= set(df.metric)
+    assert set(df.seed) == {0, 1}
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["status"] == "complete" and meta["steps_done"] == 200
+    assert {"torch", "gymnasium", "ale-py", "mujoco"} <= set(meta["versions"])
+    assert meta["git"]["commit"] and meta["device"]["device"] == "cpu" and meta["config_hash"]
+    assert (out / "checkpoints" / "latest.pt").exists()
+    assert not [p for p in out.rglob("*.tmp")]
+    assert _train(out) == 0  # a complete run is not redone
+
+
+@pytest.mark.parametrize("over, needle", [
+    ({"--algo": ["dqm"]}, "unknown algo 'dqm'; valid: "),
+    ({"--env": ["CartPol-v1"]}, "unknown env 'CartPol-v1'; valid: "),
+    ({"--set": ["gama=0.9"]}, "--set gama: unknown key for dqn; valid: "),
+    ({"--set": ["lr=fast"]}, "--set lr=fast: expected float"),
+    ({"--steps": ["-5"]}, "--steps -5: must be > 0"),
+    ({"--set": ["batch_size=512", "replay_size=100"]}, "batch_size=512: must not exceed replay_size=100"),
+    ({"--set": ["loss=l1"]}, "loss='l1': valid: huber, mse"),
+    ({"--set": ["sampler=heap"]}, "sampler='heap': valid: uniform, proportional, rank"),
+    ({"--seeds": ["3", "3"]}, "seeds must be distinct"),
+    ({"--env": ["Pendulum-v1"]}, "needs discrete actions but env Pendulum-v1 has continuous actions"),
+    ({"--device": ["tpu"]}, "--device 'tpu': valid: cpu, cuda, cuda:N, auto"),
+])
+def test_bad_input_exits_2_with_one_clear_message_and_writes_nothing(tmp_path, capsys, over, needle):
+    out = tmp_path / "run"
+    args = {"--algo": ["dqn"], "--env": ["CartPole-v1"], "--steps": ["100"], "--seeds": ["0"], **over}
+    argv = ["train", "--out", str(out)]
+    for flag, values in args.items():
+        argv += [x for v in values for x in (flag, v)] if flag == "--set" else [flag, *values]
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert needle in err
+    assert err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_unreadable_or_mismatched_checkpoint_is_refused(tmp_path, capsys):
+    out = tmp_path / "run"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / "latest.pt").write_bytes(b"not a checkpoint")
+    assert _train(out) == 2
+    assert "is unreadable" in capsys.readouterr().err
+    other = tmp_path / "other"
+    assert _train(other, steps="100") == 0
+    before = sorted(p.name for p in other.iterdir())
+    assert _train(other, "--set", "gamma=0.5", steps="100") == 2
+    assert "was made with another configuration" in capsys.readouterr().err
+    assert sorted(p.name for p in other.iterdir()) == before
+
+
+def test_non_finite_loss_stops_the_run_as_diverged_and_keeps_metrics(tmp_path):
+    out = tmp_path / "run"
+    assert _train(out, "--set", "lr=1e30", "--set", "loss=mse", "--set", "optimizer=adam", steps="2000") == 0
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["status"] == "diverged"
+    assert meta["steps_done"] < 2000 and meta["diverged_seeds"]
+    df = pd.read_csv(out / "metrics.csv")
+    assert len(df) > 0
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_metric_rows_as_an_uninterrupted_run(tmp_path):
+    args = ["--algo", "dqn", "--env", "CartPole-v1", "--seeds", "0", "1", "--steps", "3000", *SMALL,
+            "--set", "eval_period=500", "--set", "checkpoint_period=250", "--set", "threads=1"]
+    whole = tmp_path / "whole"
+    assert main(["train", *args, "--out", str(whole)]) == 0
+
+    cut = tmp_path / "cut"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen([sys.executable, "-m", "experiments.cli", "train", *args, "--out", str(cut)], env=env)
+    ckpt = cut / "checkpoints" / "latest.pt"
+    deadline = time.time() + 300
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = json.loads((cut / "run.json").read_text())["steps_done"]
+    assert 0 < killed_at < 3000
+    assert main(["train", *args, "--out", str(cut)]) == 0
+    meta = json.loads((cut / "run.json").read_text())
+    assert meta["status"] == "complete" and 0 < meta["resumed_from_step"] < 3000
+
+    def rows(path):
+        df = pd.read_csv(path / "metrics.csv")
+        return df[df.metric != "steps_per_second"].drop(columns="run_id").reset_index(drop=True)
+
+    pd.testing.assert_frame_equal(rows(cut), rows(whole), rtol=1e-6)
