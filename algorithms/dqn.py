@@ -246,7 +246,7 @@ class DQNAgent:
         self.updates += 1
         if step % c.target_period < c.train_period:
             polyak_update(self.target, self.net.params, c.polyak_tau)
-        return {"td_loss": loss.detach(), "q_mean": q_mean}
+        return {"td_loss": loss.detach(), "q_batch_mean": q_mean}
 
     # ------------------------------------------------------------------------------------------ state
     def state_dict(self) -> dict:

@@ -1,7 +1,18 @@
 """The runner: owns environments, the train/eval loop, checkpoints and metric rows (Dopamine's split).
 
-An agent only acts and learns (``act``, ``act_eval``, ``value_estimate``, ``learn``, ``make_replay``,
-``state_dict``). The runner steps M environments in lockstep, writes each agent step into replay, evaluates
+An agent only acts and learns. The interface every family implements (see algorithms/dqn.py):
+- ``Agent(cfg, obs_shape, frame_stack, action, seeds, total_steps, device)``: ``action`` is the number of
+  actions for a discrete space, the gymnasium Box for a continuous one;
+- ``make_replay(frame_shape, frame_dtype, frame_stack) -> ReplayBuffer``;
+- ``act(obs [M, ...], step) -> np.ndarray [M, ...]`` (training, exploration included) and
+  ``act_eval(obs, generators)`` (evaluation policy);
+- ``value_estimate(obs [M, B, ...]) -> [M, B]`` (max_a Q, for the overestimation metrics);
+- ``learn(replay, step) -> dict[str, Tensor [M]] | None``: every entry is logged as a metric and checked
+  for divergence;
+- ``state_dict()`` / ``load_state_dict()``;
+- optional ``observe(obs, action, reward, terminated, truncated, final_obs)`` after every environment step
+  (model-based agents record trajectories) and ``end_episodes(mask [M])`` where episodes ended.
+The runner steps M environments in lockstep, writes each agent step into replay, evaluates
 every ``eval_period`` agent steps, and checkpoints everything a resumed run needs: agent, replay,
 environments, frame stacks, metric rows. Rows are kept in the checkpoint itself, so a resumed run never
 duplicates or drops one.
@@ -94,6 +105,8 @@ class Runner:
         self.eval_period = r.eval_period or max(1, cfg.steps // 10)
         self.checkpoint_period = r.checkpoint_period or self.eval_period
         self.evaluate_enabled = True  # benchmarks time the training loop alone
+        self._observe = getattr(self.agent, "observe", None)
+        self._end_episodes = getattr(self.agent, "end_episodes", None)
 
     def _action_dim(self):
         space = self.env.action_space
@@ -174,7 +187,7 @@ class Runner:
             else:
                 self.replay.cut_episodes()
         t0, steps_at_t0 = time.perf_counter(), step
-        losses: list[torch.Tensor] = []
+        losses: list[dict[str, torch.Tensor]] = []
         status = "complete"
         while step < c.steps:
             obs = stacker.obs()
@@ -183,6 +196,10 @@ class Runner:
             self.replay.add(stacker.newest(), torch.as_tensor(actions), torch.as_tensor(self.train_reward(res.reward)),
                             torch.as_tensor(res.terminated), torch.as_tensor(res.truncated),
                             torch.as_tensor(res.final_obs))
+            if self._observe is not None:
+                self._observe(stacker.obs(), actions, res.reward, res.terminated, res.truncated, res.final_obs)
+            if self._end_episodes is not None and res.episode_end.any():
+                self._end_episodes(res.episode_end)
             stacker.push(res.obs, res.episode_end)
             step += 1
             for k, ret, _length in res.finished:
@@ -190,22 +207,24 @@ class Runner:
                 rows.append(self._row(k, step, "train_return", ret, episodes))
             out = self.agent.learn(self.replay, step)
             if out is not None:
-                loss = out["td_loss"]
-                if not bool(torch.isfinite(loss).all()):
+                finite = torch.stack([torch.isfinite(v) for v in out.values()]).all(0)
+                if not bool(finite.all()):
                     status = "diverged"
-                    bad = [int(s) for s, ok in zip(c.seeds, torch.isfinite(loss).tolist(), strict=True) if not ok]
-                    rows += self._rows(step, "td_loss", loss.tolist(), episodes)
+                    bad = [int(s) for s, ok in zip(c.seeds, finite.tolist(), strict=True) if not ok]
+                    for metric, v in out.items():
+                        rows += self._rows(step, metric, v.tolist(), episodes)
                     yield "done", self._state(step, rows, episodes, stacker, status, diverged_seeds=bad)
                     return
-                losses.append(loss)
+                losses.append(out)
             if step % c.run.log_period == 0:
                 now = time.perf_counter()
                 sps = (step - steps_at_t0) / max(now - t0, 1e-9)
                 t0, steps_at_t0 = now, step
                 rows += self._rows(step, "steps_per_second", [sps] * M, episodes)
-                if losses:
-                    rows += self._rows(step, "td_loss", torch.stack(losses).mean(0).tolist(), episodes)
-                    losses = []
+                for metric in losses[0] if losses else ():
+                    mean = torch.stack([o[metric] for o in losses]).float().mean(0)
+                    rows += self._rows(step, metric, mean.tolist(), episodes)
+                losses = []
             if self.evaluate_enabled and (step % self.eval_period == 0 or step == c.steps):
                 ev = self.evaluate(step)
                 for metric, values in (("eval_return", ev.returns), ("q_estimate", ev.q_estimates),
