@@ -1,0 +1,101 @@
+import pandas as pd
+import pytest
+
+from analysis import tables
+
+REPS = 200  # bootstrap replications: enough to exercise the intervals, cheap on 2 CPU cores
+
+
+def _tidy(values, algos=("dqn", "double_dqn"), envs=("ALE/Pong-v5", "ALE/Breakout-v5"), steps=(0, 100),
+          suite="atari_aggregate", episodes=None):
+    """values(algo, env, seed, step) -> value, for seeds 0..2; protocol nature, 4 frames per agent step."""
+    rows = [{"run_id": "r", "suite": suite, "algo": algo, "env": env, "protocol": "nature", "seed": seed,
+             "step": step, "frames": 4 * step, "episodes": (episodes or (lambda s: s // 10))(step),
+             "metric": "eval_return", "value": values(algo, env, seed, step), "status": "complete"}
+            for algo in algos for env in envs for seed in range(3) for step in steps]
+    return pd.DataFrame(rows)
+
+
+def test_result_table_gives_mean_and_iqm_with_cis_runs_budget_and_the_published_dqn_score():
+    df = _tidy(lambda a, e, seed, step: float(seed) if step else -99.0)
+    table = tables.result_table(df, reps=REPS)
+    dqn_pong = table[(table["algo"] == "dqn") & (table["env"] == "ALE/Pong-v5")].iloc[0]
+    assert dqn_pong["mean"] == 1.0 and dqn_pong["iqm"] == 1.0  # final evals 0, 1, 2
+    assert dqn_pong["mean_ci_low"] <= 1.0 <= dqn_pong["mean_ci_high"]
+    assert (dqn_pong["n_runs"], dqn_pong["agent_steps"], dqn_pong["frames"]) == (3, 100, 400)
+    assert dqn_pong["protocol"] == "nature"
+    assert dqn_pong["published"] == 18.9 and dqn_pong["published_source"].startswith("Mnih et al. 2015")
+    double = table[table["algo"] == "double_dqn"]
+    assert double["published"].isna().all() and (double["published_source"] == "").all()
+
+
+def test_human_normalized_result_table_normalizes_the_published_score_with_the_same_table():
+    df = _tidy(lambda a, e, seed, step: 14.6, algos=("dqn",), envs=("ALE/Pong-v5",))
+    row = tables.result_table(df, human_table="dqn_zoo", reps=REPS).iloc[0]
+    assert row["mean"] == pytest.approx(1.0) and row["human_table"] == "dqn_zoo"
+    # Mnih et al. 2015 DQN on Pong, 18.9, against DQN Zoo's random -20.7 and human 14.6.
+    assert row["published"] == pytest.approx((18.9 + 20.7) / (14.6 + 20.7))
+
+
+def test_aggregate_table_puts_van_hasselt_summary_beside_dqn_and_double_dqn():
+    # Human scores in DQN Zoo's table: Pong 14.6, Breakout 30.5.
+    df = _tidy(lambda a, e, seed, step: 14.6 if e == "ALE/Pong-v5" else 30.5,
+               algos=("dqn", "double_dqn", "per_dqn"))
+    table = tables.aggregate_table(df, reps=REPS).set_index("algo")
+    assert table.loc["dqn", "iqm"] == pytest.approx(1.0)  # human level on both games
+    assert table.loc["dqn", "optimality_gap"] == pytest.approx(0.0)
+    assert (table.loc["dqn", "n_runs"], table.loc["dqn", "n_tasks"]) == (3, 2)
+    # van Hasselt et al. 2016 Table 1, no-op starts: DQN median 93.5%, Double DQN mean 330.3%.
+    assert table.loc["dqn", "published_median"] == pytest.approx(0.935)
+    assert table.loc["double_dqn", "published_mean"] == pytest.approx(3.303)
+    assert pd.isna(table.loc["per_dqn", "published_median"])
+    assert table.loc["per_dqn", "published_source"] == ""
+
+
+def test_naf_vs_ddpg_table_reports_best_return_and_episodes_to_within_5_percent_beside_gu_table1():
+    # Returns climb -4, -2, -1.02, -1.0 at steps 0..300; 1 episode per 10 steps: within 5% of -1 at step 200.
+    curve = {0: -4.0, 100: -2.0, 200: -1.02, 300: -1.0}
+    df = _tidy(lambda a, e, seed, step: curve[step], algos=("ddpg", "naf"), envs=("Reacher-v5", "Hopper-v5"),
+               steps=tuple(curve), suite="naf_vs_ddpg")
+    table = tables.naf_vs_ddpg_table(df, reps=REPS).set_index(["env", "algo"])
+    naf = table.loc[("Reacher-v5", "naf")]
+    assert naf["best"] == -1.0 and naf["episodes_to_within"] == 20
+    assert naf["best_ci_low"] == naf["best_ci_high"] == -1.0
+    assert (naf["n_runs"], naf["agent_steps"], naf["frames"]) == (3, 300, 1200)
+    # Gu et al. 2016, Table 1, Reacher: NAF -0.331 in 1260 episodes, on the paper's own task.
+    published = (naf["published_domain"], naf["published_best"], naf["published_episodes"])
+    assert published == ("Reacher", -0.331, 1260)
+    assert "Gu, Lillicrap" in naf["published_source"]
+    hopper = table.loc[("Hopper-v5", "ddpg")]
+    assert hopper["published_domain"] == "" and pd.isna(hopper["published_best"])
+
+
+def _small_table():
+    return pd.DataFrame({"algo": ["double_dqn", "dqn"], "iqm": [1.23456, 0.5], "iqm_ci_low": [1.0, 0.25],
+                         "iqm_ci_high": [1.5, 0.75], "agent_steps": [100_000] * 2, "frames": [400_000] * 2,
+                         "published": [float("nan"), 12345.6], "published_source": ["", "Mnih & al. 2015"]})
+
+
+def test_markdown_merges_each_ci_into_brackets_and_numbers_the_sources():
+    text = tables.to_markdown(_small_table())
+    lines = text.splitlines()
+    assert lines[0] == "| algo | iqm | agent_steps | frames | published | source |"
+    assert lines[2] == "| double_dqn | 1.235 [1, 1.5] | 100000 | 400000 |  |  |"
+    assert lines[3] == "| dqn | 0.5 [0.25, 0.75] | 100000 | 400000 | 12346 | [1] |"
+    assert lines[-1] == "- [1] Mnih & al. 2015"
+
+
+def test_latex_escapes_specials_and_keeps_the_sources_under_the_tabular():
+    text = tables.to_latex(_small_table())
+    assert text.startswith("\\begin{tabular}{llllll}\n\\toprule\nalgo & iqm & agent\\_steps")
+    assert "double\\_dqn & 1.235 [1, 1.5] & 100000 & 400000 &  &  \\\\" in text
+    assert text.rstrip().endswith("\\end{tabular}\n\\par [1] Mnih \\& al. 2015")
+
+
+def test_write_table_formats_writes_full_precision_csv_markdown_and_latex(tmp_path):
+    csv, md, tex = tables.write_table_formats(_small_table(), tmp_path / "table1")
+    # CSV cannot tell an empty string from a missing value.
+    pd.testing.assert_frame_equal(pd.read_csv(csv).fillna({"published_source": ""}), _small_table())
+    assert md.read_text() == tables.to_markdown(_small_table())
+    assert tex.read_text() == tables.to_latex(_small_table())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["table1.csv", "table1.md", "table1.tex"]
