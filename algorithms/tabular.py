@@ -224,3 +224,51 @@ def metric_rows(checkpoints: Iterable[Checkpoint], mdp: TabularMDP, seeds: Seque
                    "seed": int(seed)}
             yield {"step": cp.step, "metric": "greedy_value_gap", "value": float((V_star - V_pi).max()),
                    "seed": int(seed)}
+
+
+# ---------------------------------------------------------------------------------------------- run contract
+METHODS = ("q_learning", "fitted_q")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Settings of a ``qrepro train`` run of a tabular method; --steps is Q-learning's agent steps, or the
+    size of FQI's batch in agent steps of the uniform behaviour policy."""
+
+    method: str = "q_learning"
+    """q_learning (Watkins & Dayan 1992) or fitted_q (Ernst et al. 2005)."""
+    epsilon: float = QLearningConfig.epsilon
+    """Q-learning: probability of a uniformly random action (see QLearningConfig)."""
+    lr: float = QLearningConfig.lr
+    """Q-learning: step size scale, alpha = lr / N(s, a)^lr_omega."""
+    lr_omega: float = QLearningConfig.lr_omega
+    """Q-learning: exponent of the step-size schedule (see QLearningConfig)."""
+    q_init: float = QLearningConfig.q_init
+    """Q-learning: initial Q of non-terminal states."""
+    eval_every: int = QLearningConfig.eval_every
+    """Q-learning: agent steps between scored checkpoints."""
+    iterations: int = FQIConfig.iterations
+    """FQI: number of regressions K."""
+
+
+def validate(cfg: Config) -> list[str]:
+    errors = []
+    if cfg.method not in METHODS:
+        errors.append(f"method={cfg.method!r}: valid: {', '.join(METHODS)}")
+    if not 0 <= cfg.epsilon <= 1:
+        errors.append(f"epsilon={cfg.epsilon}: must be in [0, 1]")
+    for key in ("lr", "eval_every", "iterations"):
+        if getattr(cfg, key) <= 0:
+            errors.append(f"{key}={getattr(cfg, key)}: must be > 0")
+    if cfg.lr_omega < 0:
+        errors.append(f"lr_omega={cfg.lr_omega}: must be >= 0")
+    return errors
+
+
+def checkpoints(cfg: Config, mdp: TabularMDP, seeds: Sequence[int], steps: int) -> Iterator[Checkpoint]:
+    """The checkpoints of the configured method, with --steps as its budget."""
+    if cfg.method == "q_learning":
+        return q_learning_checkpoints(mdp, seeds, QLearningConfig(
+            steps=steps, epsilon=cfg.epsilon, lr=cfg.lr, lr_omega=cfg.lr_omega, q_init=cfg.q_init,
+            eval_every=cfg.eval_every))
+    return fitted_q_iteration_checkpoints(mdp, seeds, FQIConfig(transitions=steps, iterations=cfg.iterations))

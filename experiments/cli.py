@@ -132,8 +132,10 @@ def load_checkpoint(path: Path, cfg: RunConfig) -> dict:
 
 
 def train(args) -> int:
+    from algorithms.registry import VARIANTS
     from envs.registry import EnvError
     from experiments.runner import Runner, write_metrics
+    from experiments.tabular_runner import TabularRunner
 
     try:
         cfg = build(args.algo, args.env, args.seeds, args.steps, args.sets, args.device)
@@ -152,7 +154,7 @@ def train(args) -> int:
             raise ConfigError(f"--out {out}: folder is not empty and holds no qrepro checkpoint; give a new folder")
         if cfg.run.threads:
             torch.set_num_threads(cfg.run.threads)
-        runner = Runner(cfg, device)
+        runner = (TabularRunner if VARIANTS[cfg.algo].actions == "tabular" else Runner)(cfg, device)
     except (ConfigError, EnvError) as e:
         return error(str(e))
 

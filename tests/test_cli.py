@@ -117,3 +117,16 @@ def test_killed_run_resumes_to_the_same_metric_rows_as_an_uninterrupted_run(tmp_
         return df[df.metric != "steps_per_second"].drop(columns="run_id").reset_index(drop=True)
 
     pd.testing.assert_frame_equal(rows(cut), rows(whole), rtol=1e-6)
+
+
+@pytest.mark.parametrize("algo", ["q_learning", "fitted_q"])
+def test_tabular_methods_follow_the_run_contract_and_score_against_q_star(tmp_path, algo):
+    out = tmp_path / algo
+    code = main(["train", "--algo", algo, "--env", "toy/chain-v0", "--seeds", "0", "1", "--steps", "20000",
+                 "--out", str(out), "--set", "epsilon=1.0"])
+    assert code == 0
+    df = pd.read_csv(out / "metrics.csv")
+    assert tuple(df.columns) == COLUMNS and set(df.protocol) == {"exact"}
+    final = df[(df.metric == "q_error_max") & (df.step == df.step.max())]
+    assert len(final) == 2 and (final.value < 0.05).all()
+    assert json.loads((out / "run.json").read_text())["status"] == "complete"
