@@ -1,6 +1,8 @@
 """The run contract for tabular methods: same folder layout and rows as the deep runner, no replay or agent.
 
-A tabular run takes seconds, so it has no intermediate checkpoints: a killed run starts again.
+A tabular run takes seconds, so it has no intermediate checkpoints: a killed run starts again. For
+fitted_q the ``step`` column counts FQI iterations k and ``frames`` holds the batch size in agent steps of
+the behaviour policy (--steps); for q_learning both count agent steps.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ class TabularRunner:
         c = self.cfg
         # the member seeds drive the method's own streams (env, explore, behaviour); see algorithms/tabular.py
         cps = tabular.checkpoints(c.algo_config, self.mdp, c.seeds, c.steps)
-        rows = [(self.run_id, c.run.suite, c.algo, c.env, self.protocol, r["seed"], r["step"], r["step"], 0,
-                 r["metric"], r["value"]) for r in tabular.metric_rows(cps, self.mdp, c.seeds)]
+        fqi = c.algo_config.method == "fitted_q"
+        rows = [(self.run_id, c.run.suite, c.algo, c.env, self.protocol, r["seed"], r["step"],
+                 c.steps if fqi else r["step"], 0, r["metric"], r["value"])
+                for r in tabular.metric_rows(cps, self.mdp, c.seeds)]
         yield "done", {"format": CHECKPOINT_FORMAT, "config_hash": c.hash(), "step": c.steps, "rows": rows,
                        "status": "complete"}
