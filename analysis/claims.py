@@ -162,33 +162,29 @@ def run_scores(claim: Claim, rows: pd.DataFrame) -> pd.DataFrame:
     return scores
 
 
+def _statistic(claim: Claim, tasks: list):
+    """The comparison's statistic of resampled score matrices, oriented so that larger means "as claimed"
+    (``mean`` is not oriented: it is judged against its threshold in the claimed direction)."""
+    sign = 1.0 if claim.better == "higher" else -1.0
+    if claim.comparison == "mean_difference":
+        return lambda x, y: sign * (np.mean(x) - np.mean(y))
+    if claim.comparison == "ratio":
+        return (lambda x, y: np.mean(x) / np.mean(y)) if sign > 0 else (lambda x, y: np.mean(y) / np.mean(x))
+    if claim.comparison == "slope":
+        x = np.log2(np.asarray(tasks, float)) if claim.log_x else np.asarray(tasks, float)
+        return lambda s: sign * np.polyfit(x, s.mean(axis=0), 1)[0]
+    return np.mean
+
+
 def _estimate(claim: Claim, matrices: dict[str, np.ndarray], tasks: list, reps: int | None,
               base_seed: int) -> tuple[float, float, float]:
-    sign = 1.0 if claim.better == "higher" else -1.0
-    a = matrices[claim.a]
     if claim.comparison == "prob_improvement":
-        return stats.probability_of_improvement(sign * a, sign * matrices[claim.b], name=claim.id,
+        sign = 1.0 if claim.better == "higher" else -1.0
+        return stats.probability_of_improvement(sign * matrices[claim.a], sign * matrices[claim.b], name=claim.id,
                                                 reps=reps or stats.IMPROVEMENT_REPS, base_seed=base_seed)
-    if claim.comparison == "mean_difference":
-        def statistic(x, y):
-            return sign * (np.mean(x) - np.mean(y))
-        scores = (a, matrices[claim.b])
-    elif claim.comparison == "ratio":
-        def statistic(x, y):
-            return np.mean(x) / np.mean(y) if sign > 0 else np.mean(y) / np.mean(x)
-        scores = (a, matrices[claim.b])
-    elif claim.comparison == "slope":
-        x = np.log2(np.asarray(tasks, float)) if claim.log_x else np.asarray(tasks, float)
-
-        def statistic(s):
-            return sign * np.polyfit(x, s.mean(axis=0), 1)[0]
-        scores = a
-    else:
-        def statistic(s):
-            return np.mean(s)
-        scores = a
-    point, interval = stats.bootstrap_interval(claim.id, scores, statistic, reps=reps or stats.AGGREGATE_REPS,
-                                               base_seed=base_seed)
+    samples = matrices[claim.a] if claim.b is None else (matrices[claim.a], matrices[claim.b])
+    point, interval = stats.bootstrap_interval(claim.id, samples, _statistic(claim, tasks),
+                                               reps=reps or stats.AGGREGATE_REPS, base_seed=base_seed)
     low, high = interval.ravel()
     return float(point), float(low), float(high)
 

@@ -138,7 +138,9 @@ def naf_vs_ddpg_table(df: pd.DataFrame, *, algos: Sequence[str] = ("ddpg", "naf"
     return pd.DataFrame(rows)
 
 
-def _format_number(value, digits: int) -> str:
+def format_number(value, digits: int = 4) -> str:
+    """A cell's text: integers whole, large values rounded to whole numbers, others to ``digits`` significant
+    digits, missing values empty."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
@@ -149,6 +151,11 @@ def _format_number(value, digits: int) -> str:
     if abs(value) >= 10 ** digits:
         return f"{value:.0f}"
     return f"{value:.{digits}g}"
+
+
+def format_interval(value, low, high, digits: int = 4) -> str:
+    """"estimate [low, high]", the one way every table and the report print a CI."""
+    return f"{format_number(value, digits)} [{format_number(low, digits)}, {format_number(high, digits)}]"
 
 
 def format_table(table: pd.DataFrame, digits: int = 4) -> tuple[pd.DataFrame, list[str]]:
@@ -163,12 +170,10 @@ def format_table(table: pd.DataFrame, digits: int = 4) -> tuple[pd.DataFrame, li
         if column == "published_source":
             out["source"] = [f"[{notes.index(s) + 1}]" if s else "" for s in values]
         elif all(f"{column}{suffix}" in table.columns for suffix in CI_SUFFIXES):
-            lows, highs = table[f"{column}_ci_low"], table[f"{column}_ci_high"]
-            out[column] = [
-                f"{_format_number(v, digits)} [{_format_number(lo, digits)}, {_format_number(hi, digits)}]"
-                for v, lo, hi in zip(values, lows, highs, strict=True)]
+            triplets = zip(values, table[f"{column}_ci_low"], table[f"{column}_ci_high"], strict=True)
+            out[column] = [format_interval(v, lo, hi, digits) for v, lo, hi in triplets]
         else:
-            out[column] = [_format_number(v, digits) for v in values]
+            out[column] = [format_number(v, digits) for v in values]
     return pd.DataFrame(out, columns=list(out)), notes
 
 

@@ -1,0 +1,64 @@
+import json
+
+import pandas as pd
+
+from analysis import claims, report, tidy
+
+
+def _run(run_dir, algo, seed, q_errors, status="complete", wall_time_s=1800.0):
+    steps = list(range(0, 100 * len(q_errors), 100))
+    metrics = pd.DataFrame({"run_id": run_dir.name, "suite": "tabular", "algo": algo, "env": "toy/chain-v0",
+                            "protocol": "exact", "seed": seed, "step": steps, "frames": steps, "episodes": 0,
+                            "metric": "q_error_max", "value": q_errors})
+    run_dir.mkdir(parents=True)
+    metrics.to_csv(run_dir / "metrics.csv", index=False)
+    info = {"run_id": run_dir.name, "status": status, "git": {"commit": "abc123"},
+            "config": {"run": {"suite": "tabular"}}}
+    if wall_time_s is not None:
+        info["wall_time_s"] = wall_time_s
+    (run_dir / "run.json").write_text(json.dumps(info))
+    return run_dir
+
+
+def _verdicts_and_info(tmp_path, scale="smoke"):
+    dirs = [_run(tmp_path / f"q{seed}", "q_learning", seed, [5.0, 0.5, 0.001 * (seed + 1)]) for seed in range(3)]
+    dirs.append(_run(tmp_path / "crashed", "fitted_q", 0, [5.0], status="failed", wall_time_s=None))
+    tabular = [c for c in claims.load_claims() if c.suite == "tabular"]
+    verdicts = claims.evaluate_all(tabular, tidy.load_runs(dirs), scale, reps=200)
+    return verdicts, tidy.run_info(dirs)
+
+
+def test_smoke_report_carries_the_plumbing_only_banner_and_each_claims_numbers(tmp_path):
+    verdicts, info = _verdicts_and_info(tmp_path)
+    text = report.render_report(verdicts, info, "smoke")
+    assert text.startswith("# qrepro report: smoke scale\n\n" + report.SMOKE_BANNER)
+    assert "2 claims: 1 reproduced, 0 not reproduced, 1 inconclusive." in text
+    assert "### tabular_q_learning_converges: reproduced" in text
+    assert "- runs: 3 (q_learning: 3 runs x 1 tasks)" in text
+    assert "![tabular_q_learning_converges](figures/tabular.png)" in text
+    # The failed fitted-Q run gives no score: its claim is inconclusive and shows no figure.
+    assert "### tabular_fitted_q_converges: inconclusive" in text
+    assert "- why: no runs of fitted_q" in text
+    assert "![tabular_fitted_q_converges]" not in text
+
+
+def test_report_counts_compute_spent_over_every_run_including_failed_ones(tmp_path):
+    verdicts, info = _verdicts_and_info(tmp_path)
+    text = report.render_report(verdicts, info, "smoke")
+    assert "4 runs (3 complete, 0 diverged, 1 failed); compute spent 1.50 h of wall time" in text
+    assert "a lower bound: 1 of the runs recorded no wall time." in text
+    assert "| total | 4 | 3 | 0 | 1 | 1 | 1.50 h |" in text
+    assert "Code: abc123." in text
+
+
+def test_only_smoke_reports_disclaim_replication(tmp_path):
+    verdicts, info = _verdicts_and_info(tmp_path, scale="paper")
+    paper = report.render_report(verdicts, info, "paper")
+    assert report.SMOKE_BANNER not in paper and report.QUICK_NOTE not in paper
+    assert report.QUICK_NOTE in report.render_report(verdicts, info, "quick")
+
+
+def test_write_report_writes_the_text_atomically(tmp_path):
+    path = report.write_report("# r\n", tmp_path / "results" / "smoke" / "report.md")
+    assert path.read_text() == "# r\n"
+    assert [p.name for p in path.parent.iterdir()] == ["report.md"]
