@@ -83,8 +83,6 @@ def bootstrap_interval(name: str, scores: np.ndarray | Sequence[np.ndarray],
     improvement), each resampled independently over runs within tasks. The resampling stream is seeded by
     ``name_seed(name, base_seed)`` alone.
     """
-    if not isinstance(scores, np.ndarray):
-        scores = list(scores)
     with _seeded_global_numpy(name_seed(name, base_seed)) as random_state:
         points, intervals = rly.get_interval_estimates(
             {name: scores}, statistic, reps=reps, confidence_interval_size=confidence,
