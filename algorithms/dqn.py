@@ -210,8 +210,10 @@ class DQNAgent:
     @torch.no_grad()
     def epsilon_greedy(self, obs: torch.Tensor, epsilon: float, gens) -> np.ndarray:
         """Epsilon-greedy actions [M] for one observation per member [M, ...]."""
-        greedy = self.q_values(obs.unsqueeze(1))[:, 0].argmax(-1).cpu()
         u = member_rand(gens, (2,), "cpu")
+        if epsilon >= 1.0:  # before learning starts: no forward pass needed, same random numbers drawn
+            return (u[:, 1] * self.num_actions).long().clamp(max=self.num_actions - 1).numpy()
+        greedy = self.q_values(obs.unsqueeze(1))[:, 0].argmax(-1).cpu()
         random_action = (u[:, 1] * self.num_actions).long().clamp(max=self.num_actions - 1)
         return torch.where(u[:, 0] < epsilon, random_action, greedy).numpy()
 

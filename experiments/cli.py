@@ -152,8 +152,6 @@ def train(args) -> int:
                 return 0
         elif out.exists() and any(out.iterdir()):
             raise ConfigError(f"--out {out}: folder is not empty and holds no qrepro checkpoint; give a new folder")
-        if cfg.run.threads:
-            torch.set_num_threads(cfg.run.threads)
         runner = (TabularRunner if VARIANTS[cfg.algo].actions == "tabular" else Runner)(cfg, device)
     except (ConfigError, EnvError) as e:
         return error(str(e))
@@ -196,8 +194,8 @@ def bench(args) -> int:
         device = resolve_device(args.device)
     except ConfigError as e:
         return error(str(e))
-    print(f"# qrepro bench: algo {args.algo}, {args.steps} timed agent steps after warm-up, device {device}, "
-          f"torch threads {torch.get_num_threads()}")
+    print(f"# qrepro bench: algo {args.algo}, {args.steps} timed agent steps after {args.steps} of warm-up, "
+          f"device {device}, settings {args.sets or 'defaults'}")
     print(f"{'env':<22}{'M':>4}{'steps/s per member':>22}{'aggregate steps/s':>20}{'vs M=1':>10}")
     for env in args.env:
         base = None

@@ -88,6 +88,8 @@ def discounted_returns(rewards: list[float], gamma: float) -> list[float]:
 class Runner:
     def __init__(self, cfg: RunConfig, device: torch.device):
         self.cfg, self.device = cfg, device
+        if cfg.run.threads:
+            torch.set_num_threads(cfg.run.threads)
         self.variant = VARIANTS[cfg.algo]
         self.protocol = cfg.run.protocol or default_protocol(cfg.env)
         self.env = make_env(cfg.env, [env_seed(s, "env") for s in cfg.seeds], "train", self.protocol)

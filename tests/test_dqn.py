@@ -101,6 +101,17 @@ def test_member_k_of_a_multi_seed_run_follows_the_single_seed_run(algo):
     np.testing.assert_allclose([r[-1] for r in got], [r[-1] for r in want], rtol=1e-5)
 
 
+def test_same_seed_gives_the_same_parameter_hash_and_another_seed_does_not():
+    from algorithms.members import params_hash
+
+    sets = ["learning_starts=50", "batch_size=16", "eval_period=300", "eval_episodes=1"]
+    a, _ = _train("combined_dqn", [4], 300, sets)
+    b, _ = _train("combined_dqn", [4], 300, sets)
+    c, _ = _train("combined_dqn", [5], 300, sets)
+    assert params_hash(a.agent.net.params) == params_hash(b.agent.net.params)
+    assert params_hash(a.agent.net.params) != params_hash(c.agent.net.params)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("algo", ["dqn", "double_dqn"])
 def test_dqn_learns_cartpole_to_195_within_15k_steps_on_2_of_3_seeds(algo):
