@@ -265,7 +265,7 @@ class DQNAgent:
         self.opt.load_state_dict(state["opt"])
         self.updates = int(state["updates"])
         for g, s in zip(self.act_gens, state["act_gens"], strict=True):
-            g.set_state(s)
+            g.set_state(s.clone())
 
 
 Config = DQNConfig

@@ -354,7 +354,7 @@ class ReplayBuffer:
             self.max_raw.copy_(state["max_raw"])
             self.updates_since_rank = int(state["updates_since_rank"])
         for g, s in zip(self.generators, state["generators"], strict=True):
-            g.set_state(s)
+            g.set_state(s.clone())
 
     def bytes_per_transition(self) -> float:
         """Storage bytes per row of one member, summed over every per-row tensor (for the 7.1 KB budget)."""

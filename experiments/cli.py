@@ -171,6 +171,8 @@ def train(args) -> int:
         atomic_write_json(out / "run.json", {**meta, "status": status, "steps_done": st["step"],
                                             "wall_time_s": round(st["wall_time"], 3), **extra})
 
+    if state is None:
+        atomic_write_json(out / "run.json", {**meta, "status": "running", "steps_done": 0})
     try:
         for kind, st in runner.train(state):
             atomic_torch_save(ckpt_path, st)

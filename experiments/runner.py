@@ -189,7 +189,8 @@ class Runner:
             else:
                 self.replay.cut_episodes()
         t0, steps_at_t0 = time.perf_counter(), step
-        losses: list[dict[str, torch.Tensor]] = []
+        # learn() outputs since the last log point; checkpointed so a resumed run logs the same means
+        losses: list[dict[str, torch.Tensor]] = list(state.get("pending", [])) if state else []
         status = "complete"
         while step < c.steps:
             obs = stacker.obs()
@@ -236,7 +237,7 @@ class Runner:
                              if not math.isnan(m)]
                 t0 = time.perf_counter()  # evaluation time is not training throughput
             if step % self.checkpoint_period == 0 and step < c.steps:
-                yield "checkpoint", self._state(step, rows, episodes, stacker, "running")
+                yield "checkpoint", self._state(step, rows, episodes, stacker, "running", pending=list(losses))
         yield "done", self._state(step, rows, episodes, stacker, status)
 
     def _state(self, step, rows, episodes, stacker, status, **extra) -> dict:

@@ -100,13 +100,20 @@ def test_killed_run_resumes_to_the_same_metric_rows_as_an_uninterrupted_run(tmp_
     cut = tmp_path / "cut"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     proc = subprocess.Popen([sys.executable, "-m", "experiments.cli", "train", *args, "--out", str(cut)], env=env)
-    ckpt = cut / "checkpoints" / "latest.pt"
+    run_json = cut / "run.json"
+
+    def steps_done():
+        try:
+            return json.loads(run_json.read_text())["steps_done"]
+        except (FileNotFoundError, json.JSONDecodeError):
+            return 0
+
     deadline = time.time() + 300
-    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+    while steps_done() == 0 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    killed_at = json.loads((cut / "run.json").read_text())["steps_done"]
+    killed_at = steps_done()
     assert 0 < killed_at < 3000
     assert main(["train", *args, "--out", str(cut)]) == 0
     meta = json.loads((cut / "run.json").read_text())
