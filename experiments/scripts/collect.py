@@ -1,0 +1,95 @@
+"""Snakemake script of rule collect: one suite's run folders -> its tidy table and the provenance of its runs.
+
+The tidy table is the run contract's rows (analysis.tidy.load_run) plus, per run, the columns its suite asks
+for: each setting the run sweeps, with the run's value read from its run.json (so a sensitivity figure's x
+axis traces to the configuration that produced it), each constant tag, and the suite's row_columns that the
+run folder's metrics carry (num_actions for the synthetic suite). Runs that do not sweep a setting leave its
+column empty, so a figure or claim keyed on a sweep sees only that sweep's runs.
+
+The provenance table has one row per run folder: run_id, config hash, git commit (and whether the checkout
+had uncommitted changes), package versions, device, status, wall time.
+"""
+
+
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from analysis import tidy
+
+VERSION_PACKAGES = ("qrepro", "torch", "numpy", "gymnasium", "ale-py", "mujoco", "pandas", "rliable", "python")
+
+
+def _raw_metrics(run_dir: Path) -> pd.DataFrame:
+    # The same file analysis.tidy.load_run reads, in the same row order.
+    parquet, csv = run_dir / "metrics.parquet", run_dir / "metrics.csv"
+    return pd.read_parquet(parquet) if parquet.exists() else pd.read_csv(csv)
+
+
+def _cell(value):
+    # A list-valued setting (e.g. hidden layer widths) is kept as its text: a table cell holds one value.
+    return ",".join(map(str, value)) if isinstance(value, list) else value
+
+
+def run_table(run: dict, row_columns: list[str]) -> pd.DataFrame:
+    """One run folder's tidy rows with its sweep, tag and row columns."""
+    run_dir = Path(run["dir"])
+    info = tidy.read_run_json(run_dir)
+    df = tidy.load_run(run_dir)
+    if row_columns:
+        raw = _raw_metrics(run_dir)
+        missing = [c for c in row_columns if c not in raw.columns]
+        if missing:
+            raise ValueError(f"{run_dir}: metrics lack the suite's row_columns {missing}")
+        df[row_columns] = raw.loc[df.index, row_columns]
+    algo_config = info["config"].get("algo_config") or {}
+    for key in run["sweeps"]:
+        if key not in algo_config:
+            raise ValueError(f"{run_dir}/run.json: config.algo_config has no {key!r}, which the suite sweeps; "
+                             f"valid: {', '.join(sorted(algo_config))}")
+        df[key] = _cell(algo_config[key])
+    for key, value in run["tags"].items():
+        df[key] = value
+    return df
+
+
+def provenance_row(run_dir: Path) -> dict:
+    info = tidy.read_run_json(run_dir)
+    config = info.get("config", {})
+    versions = info.get("versions", {})
+    return {
+        "run_dir": str(run_dir),
+        "algo": config.get("algo"),
+        "env": config.get("env"),
+        "seeds": " ".join(map(str, config.get("seeds", []))),
+        "steps": config.get("steps"),
+        "steps_done": info.get("steps_done"),
+        "protocol": info.get("protocol"),
+        "frames_per_step": info.get("frames_per_step"),
+        "git_dirty": info.get("git", {}).get("dirty"),
+        "started": info.get("started"),
+        **{f"version_{name}": versions.get(name) for name in VERSION_PACKAGES},
+    }
+
+
+def main(snakemake) -> None:
+    runs, row_columns = snakemake.params.runs, list(snakemake.params.row_columns)
+    frames = [run_table(run, row_columns) for run in runs]
+    tidy_table = pd.concat(frames, ignore_index=True) if frames else tidy.load_runs([])
+    csv = Path(snakemake.output.csv)
+    tidy.write_table(tidy_table, csv.with_suffix(""))
+    dirs = [Path(run["dir"]) for run in runs]
+    info = tidy.run_info(dirs)
+    extra = pd.DataFrame([provenance_row(d) for d in dirs])
+    provenance = info.merge(extra, on="run_dir", how="left") if len(info) else info
+    tidy.atomic_write(snakemake.output.provenance, lambda tmp: provenance.to_csv(tmp, index=False))
+    print(f"collect: {len(runs)} runs, {len(tidy_table)} rows -> {csv.with_suffix('')}.{{csv,parquet}}")
+    print(json.dumps({"columns": list(tidy_table.columns)}))
+
+
+if __name__ == "__main__":
+    with open(snakemake.log.messages, "w") as log:  # noqa: F821 - injected by Snakemake
+        sys.stdout = sys.stderr = log
+        main(snakemake)  # noqa: F821

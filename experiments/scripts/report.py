@@ -1,0 +1,38 @@
+"""Snakemake script of rule replication_report: every claim of analysis/claims.yaml evaluated on this scale's
+tidy tables -> results/<scale>/report.md, the verdicts as a table (CSV, Markdown, LaTeX) and
+results/<scale>/provenance.csv (one row per run folder the numbers come from).
+
+Claims whose suite did not run get the verdict inconclusive for want of runs, so the report always lists
+every claim.
+"""
+
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from analysis import claims, report, tables, tidy
+
+VERDICT_COLUMNS = ["claim_id", "suite", "verdict", "estimate", "estimate_ci_low", "estimate_ci_high", "threshold",
+                   "comparison", "a", "b", "n_runs", "runs", "reason", "source", "statement"]
+
+
+def main(snakemake) -> None:
+    scale = snakemake.wildcards.scale
+    claim_list = claims.load_claims(snakemake.input.claims)
+    df = pd.concat([pd.read_parquet(p) for p in snakemake.input.tidy], ignore_index=True)
+    verdicts = claims.evaluate_all(claim_list, df, scale, reps=snakemake.params.reps)
+    provenance = pd.concat([pd.read_csv(p) for p in snakemake.input.provenance], ignore_index=True)
+    tidy.atomic_write(snakemake.output.provenance, lambda tmp: provenance.to_csv(tmp, index=False))
+    report.write_report(report.render_report(verdicts, provenance, scale), snakemake.output.report)
+    table = verdicts.rename(columns={"ci_low": "estimate_ci_low", "ci_high": "estimate_ci_high"})[VERDICT_COLUMNS]
+    tables.write_table_formats(table, Path(snakemake.output.claims_csv).with_suffix(""))
+    counts = verdicts["verdict"].value_counts().to_dict()
+    print(f"report ({scale}): {len(verdicts)} claims {counts}; {len(provenance)} runs")
+
+
+if __name__ == "__main__":
+    with open(snakemake.log.messages, "w") as log:  # noqa: F821 - injected by Snakemake
+        sys.stdout = sys.stderr = log
+        main(snakemake)  # noqa: F821

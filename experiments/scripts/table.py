@@ -1,0 +1,90 @@
+"""Snakemake script of rule table: a suite's tidy table -> one declared result table, as CSV (full precision),
+Markdown and LaTeX (analysis.tables renders both).
+
+Each ``table`` name of experiments/schemas/suite.schema.json maps to a function of analysis.tables or to the
+glue below, which builds on analysis.tables and analysis.stats:
+- ``improvement_table``: probability of improvement between pairs of algorithms on human-normalized scores;
+- ``by_value_table``: ``result_table`` once per value of each swept column (a sensitivity sweep, the number
+  of actions), so runs of different sweep points are never averaged together.
+"""
+
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from analysis import reference, stats, tables, tidy
+
+
+def _reps(reps: int | None) -> dict:
+    return {} if reps is None else {"reps": reps}
+
+
+def improvement_table(df: pd.DataFrame, reps: int | None, *, pairs: Sequence[Sequence[str]],
+                      human_table: str = reference.DQN_ZOO, metric: str = "eval_return") -> pd.DataFrame:
+    """P(x > y) over games with its 95% CI for each (x, y) pair (Agarwal et al. 2021)."""
+    scores = tidy.final_scores(df, metric, last_fraction=tidy.FINAL_FRACTION)
+    matrices = tidy.score_matrix(tidy.human_normalized(scores, human_table))
+    present = [(x, y) for x, y in pairs if x in matrices and y in matrices]
+    table = stats.improvement_table(matrices, present, **_reps(reps))
+    table = table.rename(columns={"estimate": "p_improvement", "ci_low": "p_improvement_ci_low",
+                                  "ci_high": "p_improvement_ci_high"})
+    return table.assign(n_tasks=next(iter(matrices.values())).shape[1], human_table=human_table)
+
+
+def by_value_table(df: pd.DataFrame, reps: int | None, *, columns: Sequence[str],
+                   metrics: Sequence[str] = ("eval_return",)) -> pd.DataFrame:
+    """``tables.result_table`` per metric, swept column and value: columns metric, setting, value first."""
+    parts = []
+    for metric in metrics:
+        for column in columns:
+            if column not in df.columns:
+                raise ValueError(f"the tidy table has no column {column!r}; the suite sweeps none by that name")
+            for value in sorted(df[column].dropna().unique(), key=str):
+                rows = df[df[column] == value]
+                if rows[rows["metric"] == metric].empty:
+                    continue
+                part = tables.result_table(rows, metric, **_reps(reps))
+                part.insert(0, "value", value)
+                part.insert(0, "setting", column)
+                part.insert(0, "metric", metric)
+                parts.append(part)
+    if not parts:
+        raise ValueError(f"no rows of metrics {list(metrics)} for the columns {list(columns)}")
+    return pd.concat(parts, ignore_index=True)
+
+
+def _plain(function):
+    def build(df, reps, **args):
+        return function(df, **args, **_reps(reps))
+
+    return build
+
+
+TABLES = {
+    "result_table": _plain(tables.result_table),
+    "aggregate_table": _plain(tables.aggregate_table),
+    "naf_vs_ddpg_table": _plain(tables.naf_vs_ddpg_table),
+    "improvement_table": improvement_table,
+    "by_value_table": by_value_table,
+}
+
+
+def main(snakemake) -> None:
+    spec = snakemake.params.spec
+    df = pd.read_parquet(snakemake.input.tidy)
+    table = TABLES[spec["table"]](df, snakemake.params.reps, **spec.get("args", {}))
+    if table.empty:
+        raise ValueError(f"table {spec['name']} came out empty: the suite's runs have none of its rows")
+    base = Path(snakemake.output.csv).with_suffix("")
+    tables.write_table_formats(table, base)
+    print(f"table {spec['name']} ({spec['table']}, suite {spec['suite']}): {len(table)} rows -> "
+          f"{base}.{{csv,md,tex}}")
+
+
+if __name__ == "__main__":
+    with open(snakemake.log.messages, "w") as log:  # noqa: F821 - injected by Snakemake
+        sys.stdout = sys.stderr = log
+        main(snakemake)  # noqa: F821
