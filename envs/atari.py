@@ -14,7 +14,8 @@ Protocols (DESIGN.md, Protocols):
   probability 0.25 as the source of stochasticity (they propose them instead of no-op starts, so there are
   none), and episodes end at game over only: no life-loss signal.
 
-Both: the game's minimal action set, no fire-on-reset (neither paper presses FIRE for the agent, and neither
+Action sets: nature uses the game's minimal set, machado the full 18 actions (their recommendation).
+Both: no fire-on-reset (neither paper presses FIRE for the agent, and neither
 does Dopamine's Atari preprocessing), raw rewards (the learner clips), and a cap of 108,000 emulator frames per
 game (27,000 agent steps, Dopamine's cap) after which the game is truncated. ale-py draws the no-op start as
 0 to noop_max - 1 emulator frames (not agent steps, the same granularity as gymnasium's AtariPreprocessing and
@@ -64,10 +65,12 @@ PROTOCOLS: dict[str, dict] = {
     "nature": {
         "repeat_action_probability": 0.0,  # Mnih et al. 2015: deterministic ALE
         "noop_max": 30,  # Mnih et al. 2015, Extended Data Table 1 "no-op max"
+        "full_action_space": False,  # Mnih et al. 2015 and Dopamine: the game's minimal action set
     },
     "machado": {
         "repeat_action_probability": 0.25,  # Machado et al. 2018: sticky actions, zeta = 0.25
         "noop_max": 0,  # Machado et al. 2018 use sticky actions instead of no-op starts
+        "full_action_space": True,  # Machado et al. 2018 recommend all 18 actions, whatever the game uses
     },
 }
 
@@ -127,7 +130,6 @@ class AtariMemberEnv(MemberEnv):
         native = {
             **PROTOCOLS[protocol],
             "max_num_frames_per_episode": _NATIVE_FRAME_CAP,
-            "full_action_space": False,  # minimal set as in Mnih et al. 2015 and Dopamine; machado shares it
             "continuous": False,
             "img_height": FRAME_SHAPE[0],
             "img_width": FRAME_SHAPE[1],

@@ -42,14 +42,16 @@ def test_registry_builds_single_uint8_frames_with_frame_stack_and_frames_per_ste
     env.close()  # closing twice is harmless
 
 
-@pytest.mark.parametrize(("protocol", "sticky", "noop_max"), [("nature", 0.0, 30), ("machado", 0.25, 0)])
-def test_protocol_settings_are_passed_to_ale_explicitly(protocol, sticky, noop_max):
+@pytest.mark.parametrize(("protocol", "sticky", "noop_max", "actions"),
+                         [("nature", 0.0, 30, 6), ("machado", 0.25, 0, 18)])
+def test_protocol_settings_are_passed_to_ale_explicitly(protocol, sticky, noop_max, actions):
     env = make_atari("ALE/Pong-v5", [0], protocol, "train")
     env.close()
     s = env.settings
     assert s["repeat_action_probability"] == sticky and s["noop_max"] == noop_max
     assert s["life_loss_ends_episode"] == (protocol == "nature")
-    assert s["reward_clipping"] is False and s["full_action_space"] is False and s["use_fire_reset"] is False
+    assert s["full_action_space"] is (protocol == "machado") and env.action_space.n == actions
+    assert s["reward_clipping"] is False and s["use_fire_reset"] is False
     assert (s["frameskip"], s["maxpool"], s["grayscale"], s["img_height"], s["img_width"]) == (4, True, True, 84, 84)
     assert s["max_episode_frames"] == 108_000 and s["stack_num"] == 1
 

@@ -137,3 +137,22 @@ def test_tabular_methods_follow_the_run_contract_and_score_against_q_star(tmp_pa
     final = df[(df.metric == "q_error_max") & (df.step == df.step.max())]
     assert len(final) == 2 and (final.value < 0.05).all()
     assert json.loads((out / "run.json").read_text())["status"] == "complete"
+
+
+@pytest.mark.slow
+def test_atari_pong_smoke_run_produces_the_overestimation_metrics(tmp_path):
+    """A few hundred agent steps of Pong under the nature protocol: plumbing, not learning."""
+    out = tmp_path / "pong"
+    code = main(["train", "--algo", "double_dqn", "--env", "ALE/Pong-v5", "--seeds", "0", "1", "--steps", "300",
+                 "--out", str(out), "--set", "learning_starts=100", "--set", "replay_size=1000",
+                 "--set", "eval_episodes=1", "--set", "eval_max_steps=3000", "--set", "log_period=100",
+                 "--set", "threads=1"])
+    assert code == 0
+    df = pd.read_csv(out / "metrics.csv")
+    assert {"eval_return", "q_estimate", "true_value", "td_loss", "steps_per_second"} <= set(df.metric)
+    assert set(df.protocol) == {"nature"}
+    assert (df.frames == 4 * df.step).all()
+    final = df[df.metric == "eval_return"]
+    assert set(final.seed) == {0, 1} and final.value.between(-21, 21).all()
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["env_settings"]["repeat_action_probability"] == 0.0 and meta["frames_per_step"] == 4
