@@ -145,7 +145,8 @@ def test_atari_pong_smoke_run_produces_the_overestimation_metrics(tmp_path):
     out = tmp_path / "pong"
     code = main(["train", "--algo", "double_dqn", "--env", "ALE/Pong-v5", "--seeds", "0", "1", "--steps", "300",
                  "--out", str(out), "--set", "learning_starts=100", "--set", "replay_size=1000",
-                 "--set", "eval_episodes=1", "--set", "eval_max_steps=3000", "--set", "log_period=100", "--set", "eval_period=300",
+                 "--set", "eval_episodes=1", "--set", "eval_max_steps=3000", "--set", "log_period=100",
+                 "--set", "eval_period=300",
                  "--set", "threads=1"])
     assert code == 0
     df = pd.read_csv(out / "metrics.csv")
