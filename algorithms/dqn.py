@@ -164,6 +164,8 @@ class DQNAgent:
         self.M = len(seeds)
         self.net = Stacked(lambda: make_q_network(obs_shape, frame_stack, num_actions, cfg.hidden, cfg.dueling),
                            seeds, self.device)
+        # on a CPU, convolutions run faster one member at a time than vmapped (see members.member_map)
+        self.net.loop = self.loop = self.device.type == "cpu" and len(obs_shape) == 2
         self.target = self.net.clone_params()
         params = self.net.parameters()
         if cfg.optimizer == "rmsprop":
@@ -240,7 +242,7 @@ class DQNAgent:
         dev = self.device
         grads, loss, (td, q_mean) = member_grads(
             self._loss, self.net.params, self.target, b.obs.to(dev), b.action.to(dev), b.reward.to(dev),
-            b.discount.to(dev), b.next_obs.to(dev), b.weight.to(dev))
+            b.discount.to(dev), b.next_obs.to(dev), b.weight.to(dev), loop=self.loop)
         if c.grad_clip_norm > 0:
             clip_member_grad_norm(grads, c.grad_clip_norm)
         apply_grads(self.opt, self.net.params, grads)

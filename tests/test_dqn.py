@@ -122,3 +122,23 @@ def test_dqn_learns_cartpole_to_195_within_15k_steps_on_2_of_3_seeds(algo):
         if r[9] == "eval_return":
             best[r[5]] = max(best.get(r[5], -np.inf), r[10])
     assert sum(v >= 195 for v in best.values()) >= 2, best
+
+
+def test_looped_members_give_the_same_losses_and_grads_as_vmapped_members():
+    net = Stacked(lambda: make_q_network((3,), 1, 2, [8], False), [0, 1, 2], "cpu")
+    x = torch.randn(3, 5, 3)
+
+    def loss(p, xb):
+        q = net.single(p, xb)
+        return q.pow(2).mean(), {"q": q.mean()}
+
+    g_v, l_v, a_v = member_grads(loss, net.params, x)
+    g_l, l_l, a_l = member_grads(loss, net.params, x, loop=True)
+    torch.testing.assert_close(l_v, l_l)
+    torch.testing.assert_close(a_v["q"], a_l["q"])
+    for n in g_v:
+        torch.testing.assert_close(g_v[n], g_l[n])
+    net.loop = True
+    looped = net(x)
+    net.loop = False
+    torch.testing.assert_close(looped, net(x))
