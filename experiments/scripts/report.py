@@ -8,6 +8,7 @@ every claim.
 
 
 import sys
+import traceback
 from pathlib import Path
 
 import pandas as pd
@@ -35,4 +36,10 @@ def main(snakemake) -> None:
 if __name__ == "__main__":
     with open(snakemake.log.messages, "w") as log:  # noqa: F821 - injected by Snakemake
         sys.stdout = sys.stderr = log
-        main(snakemake)  # noqa: F821
+        try:
+            main(snakemake)  # noqa: F821
+        except Exception:
+            traceback.print_exc()  # into the job's log; Snakemake shows it too once re-raised
+            raise
+        finally:
+            sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
