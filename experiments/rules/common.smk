@@ -291,11 +291,10 @@ def seeds_arg(wildcards):
 
 
 def set_args(wildcards):
-    """--set pairs of a job: its suite, its thread count, then the suite's settings for this run and scale."""
+    """--set pairs of a job: its suite, then the suite's settings for this run and scale (the train rule adds
+    the thread count Snakemake grants it)."""
     job = job_of(wildcards)
     settings = {"suite": job["suite"], **job["settings"]}
-    if job["kind"] == "train":
-        settings["threads"] = job["resources"]["threads"]
     return " ".join(f"--set {shlex.quote(f'{k}={_set_value(v)}')}" for k, v in settings.items())
 
 

@@ -31,7 +31,8 @@ rule train:
         "../conda/qrepro.yaml"
     shell:
         "python -m experiments.cli train --algo {params.algo} --env {params.env} --seeds {params.seeds}"
-        " --steps {params.steps} --out {params.out} --device {params.device} {params.sets} > {log} 2>&1"
+        " --steps {params.steps} --out {params.out} --device {params.device} {params.sets} --set threads={threads}"
+        " > {log} 2>&1"
 
 
 rule synthetic:
@@ -53,6 +54,7 @@ rule synthetic:
         cpus_per_task=threads_of,
         mem_mb=mem_mb_of,
         runtime=runtime_of,
+        gpu=0,
         slurm_partition=partition_of,
     conda:
         "../conda/qrepro.yaml"
