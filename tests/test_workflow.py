@@ -121,10 +121,10 @@ def test_unknown_suite_in_config_fails_naming_the_valid_suites():
     assert "config key suites.1: 'atari' is not one of" in output(result)
 
 
-def _broken_suite(tmp_path: Path, edit) -> Path:
+def _broken_suite(tmp_path: Path, edit, suite_id: str = "tabular") -> Path:
     suite_dir = tmp_path / "suites"
     shutil.copytree(SUITE_DIR, suite_dir)
-    path = suite_dir / "tabular.yaml"
+    path = suite_dir / f"{suite_id}.yaml"
     suite = yaml.safe_load(path.read_text())
     edit(suite)
     path.write_text(yaml.safe_dump(suite))
@@ -153,6 +153,13 @@ def test_unknown_set_key_in_a_suite_fails_at_start_naming_it(tmp_path):
     assert result.returncode != 0
     text = output(result)
     assert "key scales.paper" in text and "--set eval_evry: unknown key" in text
+
+
+def test_a_sweep_of_a_setting_the_algorithm_lacks_fails_at_start_naming_it(tmp_path):
+    suite_dir = _broken_suite(tmp_path, lambda s: s["runs"][0].update(sweeps=["replay_sise"]), "sensitivity")
+    result = snakemake("-n", "--config", f"suite_dir={suite_dir}", "suites=[sensitivity]")
+    assert result.returncode != 0
+    assert "sweeps ['replay_sise'] are not settings of dqn; valid:" in output(result)
 
 
 # --- plans --------------------------------------------------------------------------------------------------

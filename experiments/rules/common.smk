@@ -16,6 +16,9 @@ SCALES = ("smoke", "quick", "paper")
 SCHEMA_DIR = REPO / "experiments" / "schemas"
 SYNTHETIC_SCRIPT = REPO / "experiments" / "scripts" / "synthetic_overestimation.py"
 SYNTHETIC_LABEL = "exact"
+# Columns of every tidy row (DESIGN.md, The run contract, plus the run's status): a suite cannot reuse them.
+RESERVED_COLUMNS = ("run_id", "suite", "algo", "env", "protocol", "seed", "step", "frames", "episodes", "metric",
+                    "value", "status")
 CLAIMS_FILE = REPO / "analysis" / "claims.yaml"
 # The analysis code is an input of every analysis job, so editing it re-derives every table and figure.
 ANALYSIS_CODE = sorted(str(p) for p in (REPO / "analysis").glob("*.py"))
@@ -141,9 +144,14 @@ def _check_jobs(jobs, where):
                 raise SuiteError(f"{what}: {'; '.join(errors)}")
             continue
         try:
-            build(job["algo"], job["env"], job["seeds"], job["steps"], sets, "cpu")
+            resolved = build(job["algo"], job["env"], job["seeds"], job["steps"], sets, "cpu")
         except ConfigError as error:
             raise SuiteError(f"{what}: {error}") from None
+        settings = sorted(vars(resolved.algo_config))
+        unknown = [key for key in job["sweeps"] if key not in settings]
+        if unknown:
+            raise SuiteError(f"{what}: sweeps {unknown} are not settings of {job['algo']}; valid: "
+                             f"{', '.join(settings)}")
 
 
 def _shown(path):
@@ -168,6 +176,11 @@ def load_suite(path, check_code=True):
                          "they must agree")
     if (suite["kind"] == "train") != ("runs" in suite):
         raise SuiteError(f"suite {where}: key runs is required for kind train and not allowed for synthetic")
+    columns = [c for r in suite.get("runs", []) for c in (*r.get("sweeps", []), *r.get("tags", {}))]
+    taken = sorted(set(columns + suite.get("row_columns", [])) & set(RESERVED_COLUMNS))
+    if taken:
+        raise SuiteError(f"suite {where}: columns {taken} (sweeps, tags or row_columns) would overwrite the "
+                         f"run contract's columns: {', '.join(RESERVED_COLUMNS)}")
     labels = [r.get("label", r["algo"]) for r in suite.get("runs", [])]
     duplicated = sorted({label for label in labels if labels.count(label) > 1})
     if duplicated:
