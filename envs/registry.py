@@ -52,8 +52,18 @@ def action_kind(env_id: str) -> str:
     return "discrete"
 
 
+def fixed_horizon_envs() -> list[str]:
+    """Ids whose episodes all last exactly the time limit: the -fixedH MuJoCo tasks, and Pendulum-v1, which
+    never terminates (its 200-step limit ends every episode)."""
+    from envs import mujoco_tasks
+
+    return ["Pendulum-v1", *(name for name, spec in mujoco_tasks.TASKS.items() if spec.get("fixed_horizon"))]
+
+
 def default_protocol(env_id: str) -> str:
     family = env_family(env_id)
+    if family == "mujoco" and env_id in fixed_horizon_envs():
+        return "gym-v5-fixedH"  # the protocol column tells fixed-horizon rows from early-terminating ones
     return {"atari": "nature", "classic": "gym", "mujoco": "gym-v5", "toy": "exact"}[family]
 
 
@@ -76,5 +86,5 @@ def make_env(env_id: str, seeds: Sequence[int], mode: str = "train", protocol: s
     if family == "mujoco":
         from envs import mujoco_tasks
 
-        return mujoco_tasks.make_mujoco(env_id, seeds)
+        return mujoco_tasks.make_mujoco(env_id, seeds, protocol)
     return GymMemberEnv(lambda: gym.make(env_id), seeds, protocol=protocol)
