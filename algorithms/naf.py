@@ -8,14 +8,22 @@ Sec. 4, eqs. 2-3:
 with L lower-triangular and a positive diagonal, so P is positive definite and A <= 0 with equality only at
 u = mu(x). Hence argmax_u Q = mu(x) and max_u Q = V(x) in closed form: the max in the Q-learning target is
 exact and costs one forward pass (Levine, CS 285, "option 2: a function class that is easy to maximize").
+
+The file reads top to bottom: the quadratic head, the network (torso and head), then the agent, Q-learning
+with that network (Gu et al. 2016, Algorithm 1), on the shared continuous-action machinery of continuous.py.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from algorithms.continuous import ContinuousConfig, ContinuousQAgent, validate_common
+from algorithms.members import apply_grads, member_grads, polyak_update
+from algorithms.replay import Batch
 
 # ---------------------------------------------------------------------------------------------------------
 # The quadratic head
@@ -155,3 +163,73 @@ class NAFNetwork(nn.Module):
     def precision(self, x: torch.Tensor) -> torch.Tensor:
         """P(x), the curvature of -Q in the action."""
         return self.head.precision(self.torso(x))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The agent: Q-learning with the quadratic head (Gu et al. 2016, Algorithm 1)
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class NAFConfig(ContinuousConfig):
+    """NAF hyperparameters: the shared continuous-action settings with Gu et al. 2016's values (Sec. 6)."""
+
+    updates_per_step: int = 5
+    """Gradient updates per environment step: I = 5 (Gu et al. 2016, Sec. 6 and Appendix)."""
+    lr: float = 1e-3
+    """Adam learning rate: the middle of Gu et al. 2016's sweep {1e-4, 1e-3, 1e-2} (Sec. 6); the choice is ours."""
+    diagonal: str = "exp"
+    """How L's diagonal is made positive: exp (Gu et al. 2016, Sec. 4) or softplus (ours)."""
+
+
+PRESETS: dict[str, dict] = {}  # Gu et al.'s settings are MuJoCo settings already
+
+
+def validate(cfg: NAFConfig) -> list[str]:
+    """Problems with a config, each naming the key and the valid choices (empty when fine)."""
+    errors = validate_common(cfg)
+    if cfg.diagonal not in DIAGONALS:
+        errors.append(f"diagonal={cfg.diagonal!r}: valid: {', '.join(DIAGONALS)}")
+    return errors
+
+
+class NAFAgent(ContinuousQAgent):
+    """One NAF network per member and its Polyak-averaged target (Algorithm 1).
+
+    y = r + gamma V'(x') (the exact max of the target's Q), loss 1/N sum (y - Q(x, u))^2, I updates per
+    environment step, the target updated after each. The greedy action mu(x) is squashed into the action box
+    (see NAFHead), so exploration noise is added to an admissible action and the sum clipped to the box.
+    """
+
+    def __init__(self, cfg: NAFConfig, obs_shape, frame_stack, action_space, seeds, total_steps, device="cpu"):
+        super().__init__(cfg, obs_shape, frame_stack, action_space, seeds, total_steps, device)
+        self.q = self.add_net("q", lambda: NAFNetwork(self.obs_dim, self.action_dim, cfg.hidden, cfg.batch_norm,
+                                                      action_space.low, action_space.high, cfg.diagonal), cfg.lr)
+
+    @torch.no_grad()
+    def greedy(self, obs: torch.Tensor, gens=None) -> torch.Tensor:
+        """mu(x) [M, B, du], the exact argmax of Q (no search, so no random numbers)."""
+        return self.q(obs, method="greedy")
+
+    @torch.no_grad()
+    def value_estimate(self, obs: torch.Tensor) -> torch.Tensor:
+        """V(x) = max_u Q(x, u) [M, B], exact."""
+        return self.q(obs.to(self.device, torch.float32), method="value")
+
+    def _loss(self, p, buffers, obs, action, y):
+        """One member's loss 1/N sum (y - Q(x, u))^2 (Gu et al. 2016, Algorithm 1)."""
+        q = self.q.single(p, obs, action, buffers=buffers)
+        return (q - y).pow(2).mean(), q.detach().mean()
+
+    def update(self, b: Batch) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            y = b.reward + b.discount * self.q.call(self.targets["q"], b.next_obs, method="value")
+        with self.train_mode("q"):
+            grads, loss, q_mean = member_grads(self._loss, self.q.params, self.q.buffers, b.obs, b.action, y)
+        apply_grads(self.opts["q"], self.q.params, grads)
+        polyak_update(self.targets["q"], self.q.params, self.cfg.polyak_tau)
+        return {"td_loss": loss.detach(), "q_batch_mean": q_mean}
+
+
+Config = NAFConfig
+Agent = NAFAgent

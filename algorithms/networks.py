@@ -91,3 +91,76 @@ def make_q_network(obs_shape: Sequence[int], frame_stack: int, num_actions: int,
         raise ValueError("hidden must list at least one layer width")
     features = int(torch.tensor(obs_shape).prod()) * frame_stack
     return QNetwork(MLPTorso(features, hidden[:-1]), num_actions, hidden[-1], dueling)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Continuous actions: a deterministic actor and a state-action critic
+# ---------------------------------------------------------------------------------------------------------
+
+# Lillicrap et al. 2016 (Sec. 7): "The final layer weights and biases of both the actor and critic were
+# initialized from a uniform distribution [-3e-3, 3e-3] ... to ensure the initial outputs for the policy and
+# value estimates were near zero." The other layers keep torch's default U(-1/sqrt(f), 1/sqrt(f)), f = fan-in,
+# which is the initialization the paper gives for them.
+FINAL_LAYER_INIT = 3e-3
+
+
+def _small_final_layer(layer: nn.Linear) -> nn.Linear:
+    nn.init.uniform_(layer.weight, -FINAL_LAYER_INIT, FINAL_LAYER_INIT)
+    nn.init.uniform_(layer.bias, -FINAL_LAYER_INIT, FINAL_LAYER_INIT)
+    return layer
+
+
+def _hidden_layers(inputs: int, hidden: Sequence[int], batch_norm: bool) -> nn.Sequential:
+    """Linear -> [BatchNorm] -> ReLU per width; with batch_norm the input is normalized too."""
+    layers: list[nn.Module] = [nn.BatchNorm1d(inputs)] if batch_norm else []
+    for width in hidden:
+        layers.append(nn.Linear(inputs, width))
+        if batch_norm:
+            layers.append(nn.BatchNorm1d(width))
+        layers.append(nn.ReLU())
+        inputs = width
+    return nn.Sequential(*layers)
+
+
+class DeterministicActor(nn.Module):
+    """mu(x) = centre + half_range * tanh(MLP(x)): always inside the action box [low, high].
+
+    Lillicrap et al. 2016 (Sec. 7): ReLU hidden layers, a tanh output layer to bound the actions, batch
+    normalization (optional here) on the state input and every hidden layer. Inputs are [batch, obs_dim].
+    """
+
+    def __init__(self, obs_dim: int, action_dim: int, hidden: Sequence[int], low, high, batch_norm: bool = False):
+        super().__init__()
+        self.torso = _hidden_layers(obs_dim, hidden, batch_norm)
+        self.out = _small_final_layer(nn.Linear(hidden[-1] if hidden else obs_dim, action_dim))
+        low = torch.as_tensor(low, dtype=torch.float32).reshape(action_dim)
+        high = torch.as_tensor(high, dtype=torch.float32).reshape(action_dim)
+        self.register_buffer("action_centre", (high + low) / 2)
+        self.register_buffer("action_half_range", (high - low) / 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.action_centre + self.action_half_range * torch.tanh(self.out(self.torso(x)))
+
+
+class StateActionCritic(nn.Module):
+    """Q(x, u): an MLP whose layer ``action_layer`` also receives the action.
+
+    action_layer: 0 concatenates [x, u] at the input; 1 is DDPG's critic, where "actions were not included
+        until the 2nd hidden layer of Q" (Lillicrap et al. 2016, Sec. 7). Batch normalization, when on, is
+        applied only to the state and the layers below the action input, as in that paper. Inputs are
+        [batch, obs_dim], [batch, action_dim].
+    """
+
+    def __init__(self, obs_dim: int, action_dim: int, hidden: Sequence[int], action_layer: int = 0,
+                 batch_norm: bool = False):
+        super().__init__()
+        if not 0 <= action_layer < max(1, len(hidden)):
+            raise ValueError(f"action_layer must index a hidden layer (0..{len(hidden) - 1}), got {action_layer}")
+        self.state_layers = _hidden_layers(obs_dim, hidden[:action_layer], batch_norm)
+        width = hidden[action_layer - 1] if action_layer > 0 else obs_dim
+        self.joint_layers = _hidden_layers(width + action_dim, hidden[action_layer:], False)
+        self.out = _small_final_layer(nn.Linear(hidden[-1] if hidden else width + action_dim, 1))
+
+    def forward(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        h = self.state_layers(x)
+        return self.out(self.joint_layers(torch.cat([h, u], dim=-1))).squeeze(-1)

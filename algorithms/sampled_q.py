@@ -9,13 +9,22 @@ Both functions search, for each of B states at once, for the best action; they a
 q_fn(x, u) takes x [B, K, obs_dim] (a broadcast view of the states: call ``.reshape`` rather than ``.view``
 on it) and u [B, K, action_dim] and returns Q [B, K]. Gradients flow through q_fn if enabled: wrap calls that
 build targets in torch.no_grad().
+
+Below them, ``SampledQAgent`` is Q-learning with a critic Q(x, u) whose max, in the target and when acting,
+is one of these searches (``maximizer`` = uniform | cem).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import torch
+
+from algorithms.continuous import ContinuousConfig, ContinuousQAgent, validate_common
+from algorithms.members import apply_grads, member_grads, polyak_update, torch_generators
+from algorithms.networks import StateActionCritic
+from algorithms.replay import Batch
 
 QFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Bounds = Sequence[float] | torch.Tensor
@@ -96,3 +105,110 @@ def cem_max(q_fn: QFunction, x: torch.Tensor, low: Bounds, high: Bounds, *, gene
         best_u = torch.where(better.unsqueeze(-1), elite_u[:, 0], best_u)
         best_q = torch.where(better, top_q[:, 0], best_q)
     return best_u, best_q
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The agent: Q-learning with a state-action critic and a searched max
+# ---------------------------------------------------------------------------------------------------------
+
+MAXIMIZERS = ("uniform", "cem")
+
+
+@dataclass
+class SampledQConfig(ContinuousConfig):
+    """Q-learning with max_u Q by stochastic search: the shared continuous-action settings plus the search's."""
+
+    maximizer: str = "uniform"
+    """How max_u Q is taken, in the target and when acting: uniform (the best of ``num_samples`` uniform
+    actions, Levine CS 285 option 1) or cem (cross-entropy method, Kalashnikov et al. 2018)."""
+    num_samples: int = 128
+    """Uniform samples per state. Ours: the 2 x 64 Q evaluations of CEM's defaults, so both searches cost the
+    same."""
+    cem_iterations: int = 2
+    """CEM iterations (Kalashnikov et al. 2018, QT-Opt)."""
+    cem_population: int = 64
+    """CEM samples per iteration (Kalashnikov et al. 2018, QT-Opt)."""
+    cem_elites: int = 6
+    """Best samples the CEM Gaussian is refit to (Kalashnikov et al. 2018, QT-Opt)."""
+    hidden: list[int] = field(default_factory=lambda: [200, 200])
+    """Hidden widths of Q(x, u), with [x, u] at the input. Ours: the size of Gu et al. 2016's NAF networks, so
+    the continuous_max suite compares ways of taking the max rather than network sizes."""
+
+
+PRESETS: dict[str, dict] = {}
+
+
+def validate(cfg: SampledQConfig) -> list[str]:
+    """Problems with a config, each naming the key and the valid choices (empty when fine)."""
+    errors = validate_common(cfg)
+    if cfg.maximizer not in MAXIMIZERS:
+        errors.append(f"maximizer={cfg.maximizer!r}: valid: {', '.join(MAXIMIZERS)}")
+    for key in ("num_samples", "cem_iterations", "cem_population", "cem_elites"):
+        if getattr(cfg, key) <= 0:
+            errors.append(f"{key}={getattr(cfg, key)}: must be > 0")
+    if cfg.cem_elites > cfg.cem_population:
+        errors.append(f"cem_elites={cfg.cem_elites}: must not exceed cem_population={cfg.cem_population}")
+    return errors
+
+
+class SampledQAgent(ContinuousQAgent):
+    """A critic Q(x, u) per member and its Polyak-averaged target; every max over actions is a search.
+
+    Searches draw their random numbers per member (streams ``act`` when acting, ``target`` in updates,
+    ``value`` for value estimates), so each member is searched on its own: a loop over members around the
+    batched search, outside any gradient.
+    """
+
+    def __init__(self, cfg: SampledQConfig, obs_shape, frame_stack, action_space, seeds, total_steps,
+                 device="cpu"):
+        super().__init__(cfg, obs_shape, frame_stack, action_space, seeds, total_steps, device)
+        for stream in ("target", "value"):
+            self.streams[stream] = torch_generators(seeds, stream)
+        self.q = self.add_net("q", lambda: StateActionCritic(self.obs_dim, self.action_dim, cfg.hidden, 0,
+                                                             cfg.batch_norm), cfg.lr)
+
+    @torch.no_grad()
+    def maximize(self, params, obs: torch.Tensor, gens) -> tuple[torch.Tensor, torch.Tensor]:
+        """(argmax [M, B, du], max [M, B]) of each member's Q(x, .) over the action box, by search."""
+        c, low, high = self.cfg, self.low.to(self.device), self.high.to(self.device)
+        best_u, best_q = [], []
+        for k in range(self.M):
+            p = {n: t[k] for n, t in params.items()}
+            b = {n: t[k] for n, t in self.q.buffers.items()}
+
+            def q_fn(x, u, p=p, b=b):
+                flat = self.q.single(p, x.reshape(-1, x.shape[-1]), u.reshape(-1, u.shape[-1]), buffers=b)
+                return flat.reshape(u.shape[:2])
+
+            if c.maximizer == "uniform":
+                u, q = sampled_max(q_fn, obs[k], low, high, c.num_samples, gens[k])
+            else:
+                u, q = cem_max(q_fn, obs[k], low, high, generator=gens[k], iterations=c.cem_iterations,
+                               population=c.cem_population, elites=c.cem_elites)
+            best_u.append(u)
+            best_q.append(q)
+        return torch.stack(best_u), torch.stack(best_q)
+
+    def greedy(self, obs: torch.Tensor, gens) -> torch.Tensor:
+        return self.maximize(self.q.params, obs, gens)[0]
+
+    def value_estimate(self, obs: torch.Tensor) -> torch.Tensor:
+        """The searched max_u Q(x, u) [M, B] (a lower bound on the true max of the network)."""
+        return self.maximize(self.q.params, obs.to(self.device, torch.float32), self.streams["value"])[1]
+
+    def _loss(self, p, buffers, obs, action, y):
+        """One member's loss 1/N sum (y - Q(x, u))^2."""
+        q = self.q.single(p, obs, action, buffers=buffers)
+        return (q - y).pow(2).mean(), q.detach().mean()
+
+    def update(self, b: Batch) -> dict[str, torch.Tensor]:
+        y = b.reward + b.discount * self.maximize(self.targets["q"], b.next_obs, self.streams["target"])[1]
+        with self.train_mode("q"):
+            grads, loss, q_mean = member_grads(self._loss, self.q.params, self.q.buffers, b.obs, b.action, y)
+        apply_grads(self.opts["q"], self.q.params, grads)
+        polyak_update(self.targets["q"], self.q.params, self.cfg.polyak_tau)
+        return {"td_loss": loss.detach(), "q_batch_mean": q_mean}
+
+
+Config = SampledQConfig
+Agent = SampledQAgent
