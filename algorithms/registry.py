@@ -32,6 +32,19 @@ _V = [
     # Hessel et al. 2018 without the distributional head and noisy nets: the parts this suite ablates.
     Variant("combined_dqn", "dqn", {"double": True, "dueling": True, "n_step": 3, "sampler": "proportional",
                                     "per_alpha": 0.5, "per_beta0": 0.4}, "Hessel et al. 2018 (subset)"),
+    # Continuous actions: the three ways to take max_u Q of Levine's CS 285, and Gu et al. 2016's model-based
+    # acceleration of NAF (Algorithm 2) with its ablations (Sec. 5, Fig. 2).
+    Variant("ddpg", "ddpg", {}, "Lillicrap et al. 2016", "continuous"),
+    Variant("naf", "naf", {}, "Gu, Lillicrap, Sutskever, Levine 2016, Algorithm 1", "continuous"),
+    Variant("sampled_q", "sampled_q", {"maximizer": "uniform"}, "Levine, CS 285: max over sampled actions",
+            "continuous"),
+    Variant("cem_q", "sampled_q", {"maximizer": "cem"}, "Kalashnikov et al. 2018 (QT-Opt's CEM)", "continuous"),
+    Variant("naf_imagination", "imagination", {"model": "linear", "ilqg_fraction": 0.0},
+            "Gu et al. 2016, Algorithm 2 (imagination rollouts, time-varying linear models)", "continuous"),
+    Variant("naf_imagination_ilqg", "imagination", {"model": "linear", "ilqg_fraction": 0.5},
+            "Gu et al. 2016, Algorithm 2 with iLQG exploration for half the episodes (p = 0.5)", "continuous"),
+    Variant("naf_imagination_nn", "imagination", {"model": "nn", "ilqg_fraction": 0.0},
+            "Gu et al. 2016, Fig. 2: imagination rollouts from a neural-network model", "continuous"),
     Variant("q_learning", "tabular", {"method": "q_learning"}, "Watkins & Dayan 1992", "tabular"),
     Variant("fitted_q", "tabular", {"method": "fitted_q"}, "Ernst et al. 2005; Riedmiller 2005", "tabular"),
 ]

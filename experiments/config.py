@@ -155,6 +155,8 @@ def build(algo: str, env: str, seeds: list[int], steps: int, sets: list[str], de
         raise ConfigError("; ".join(errors))
     cfg = dataclasses.replace(cfg, **values)
     errors += mod.validate(cfg)
+    if hasattr(mod, "check_env"):  # a family whose needs go beyond the action kind (e.g. a fixed horizon)
+        errors += mod.check_env(cfg, env)
     run = dataclasses.replace(RunSettings(), **run_values)
     for key in ("eval_period", "checkpoint_period", "eval_max_steps", "eval_episodes", "log_period", "threads"):
         if getattr(run, key) < 0:

@@ -1,0 +1,263 @@
+"""Continuous-action Q-learners: imagination rollouts on a linear system, fixed horizons, the member promise,
+checkpoints, smoke runs of every variant through the run contract, bad input, and learning InvertedPendulum."""
+
+import io
+import json
+
+import gymnasium as gym
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from algorithms.imagination import ImaginationAgent, ImaginationConfig
+from algorithms.registry import VARIANTS
+from envs.registry import make_env
+from experiments.cli import main
+from experiments.config import build
+from experiments.runner import COLUMNS, Runner
+
+CONTINUOUS = sorted(name for name, v in VARIANTS.items() if v.actions == "continuous")
+
+# ---------------------------------------------------------------------------------------------------------
+# Imagination rollouts on a linear system x' = A x + B u
+# ---------------------------------------------------------------------------------------------------------
+
+DX, DU, HORIZON = 3, 2, 20
+A = np.array([[0.9, 0.1, 0.0], [0.0, 0.95, 0.2], [0.05, 0.0, 0.8]], dtype=np.float32)
+B = np.array([[0.5, 0.0], [0.0, 0.3], [0.2, -0.4]], dtype=np.float32)
+
+
+def _linear_agent(**overrides) -> ImaginationAgent:
+    # learning_starts beyond the test: uniform random actions, which excite every direction of [x; u]
+    settings = dict(batch_size=16, rollout_length=5, hidden=[16, 16], imagined_replay_size=2_000,
+                    learning_starts=10**6, noise_sigma=0.3)
+    cfg = ImaginationConfig(**{**settings, **overrides})
+    return ImaginationAgent(cfg, (DX,), 1, gym.spaces.Box(-1.0, 1.0, (DU,)), [0, 1], 10_000)
+
+
+def _run_linear_episodes(agent, replay, episodes: int, rng: np.random.Generator, step: int = 0) -> int:
+    """Drive the agent like the runner does, on M copies of the linear system with fixed horizon."""
+    for _ in range(episodes):
+        x = rng.normal(size=(agent.M, DX)).astype(np.float32)
+        for t in range(HORIZON):
+            u = agent.act(torch.as_tensor(x), step)
+            x_next = x @ A.T + u @ B.T
+            last = np.full(agent.M, t == HORIZON - 1)
+            no = np.zeros(agent.M, dtype=bool)
+            reward = -(x**2).sum(1) - 0.1 * (u**2).sum(1)
+            replay.add(torch.as_tensor(x), torch.as_tensor(u), torch.as_tensor(reward), torch.as_tensor(no),
+                       torch.as_tensor(last), torch.as_tensor(x_next))
+            agent.observe(torch.as_tensor(x), u, reward, no, last, x_next)
+            if last.all():
+                agent.end_episodes(last)
+            x = x_next
+            step += 1
+    return step
+
+
+def _snapshot(replay) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in replay.state_dict().items()}
+
+
+def test_imagined_transitions_follow_the_true_linear_dynamics_and_never_touch_the_real_replay():
+    agent = _linear_agent()
+    replay = agent.make_replay((DX,), torch.float32, 1)
+    rng = np.random.default_rng(0)
+    step = _run_linear_episodes(agent, replay, 5, rng)  # the 5th episode's end fits the first models
+    assert agent.fitted() and agent.imagined.size().tolist() == [0, 0]
+
+    before = _snapshot(replay)
+    agent.imagine()
+    after = _snapshot(replay)
+    for key in before:  # data and sampling streams alike: the rollouts neither wrote nor sampled
+        assert torch.equal(before[key], after[key]), key
+
+    size = agent.imagined.size()
+    assert bool((size > 0).all()) and bool((size <= agent.cfg.batch_size * agent.cfg.rollout_length).all())
+    for k in range(agent.M):
+        n = int(size[k])
+        x, u, x_next = agent.imagined.obs[k, :n], agent.imagined.action[k, :n], agent.imagined.next_obs[k, :n]
+        true_next = x @ torch.as_tensor(A).T + u @ torch.as_tensor(B).T
+        # the fitted Gaussian's noise is the regularization's (std ~ 1e-3): well inside 1e-2 of unit-scale states
+        assert float((x_next - true_next).abs().max()) < 1e-2
+        torch.testing.assert_close(agent.dynamics[k].F[0], torch.as_tensor(np.hstack([A, B])), atol=1e-3, rtol=0)
+        # rollouts chain: most next states are the start of the following imagined step
+        assert torch.isin(x_next[:, 0], x[:, 0]).float().mean() > 0.5
+
+    # learning mixes imagined rows into minibatches but writes nothing to the real replay
+    data_keys = ("frames", "actions", "rewards", "flags", "added", "_next_start")
+    before = _snapshot(replay)
+    out = agent.learn(replay, 10**6 + 1)
+    assert out is not None and bool(torch.isfinite(out["td_loss"]).all())
+    mixed = agent.sample_batch(replay)
+    n_imagined = round(agent.cfg.imagined_fraction * agent.cfg.batch_size)
+    assert mixed.obs.shape[:2] == (agent.M, agent.cfg.batch_size)
+    for k in range(agent.M):  # the imagined rows are rows of R_f
+        n = int(agent.imagined.size()[k])
+        rows = mixed.obs[k, -n_imagined:]
+        assert all(bool((agent.imagined.obs[k, :n] == r).all(1).any()) for r in rows)
+    after = _snapshot(replay)
+    for key in data_keys:
+        assert torch.equal(before[key], after[key]), key
+    _run_linear_episodes(agent, replay, 1, rng, step)  # rollouts now run every batch_size steps on their own
+    assert bool((agent.imagined.size() > size).all())
+
+
+def test_rollouts_stop_at_the_horizon_and_imagination_stops_at_the_switch_off_episode():
+    agent = _linear_agent(rollout_length=50, switch_off_episode=6)
+    replay = agent.make_replay((DX,), torch.float32, 1)
+    _run_linear_episodes(agent, replay, 5, np.random.default_rng(1))
+    x, _, _, _ = agent.rollouts(0)
+    # each of the 16 rollouts runs from its start time t to the horizon: HORIZON - t steps, never 50
+    assert agent.cfg.batch_size <= x.shape[0] <= agent.cfg.batch_size * HORIZON
+    assert agent.imagining()
+    _run_linear_episodes(agent, replay, 1, np.random.default_rng(2))
+    assert agent.episodes_done == 6 and not agent.imagining()
+    n = agent.imagined.size().clone()
+    _run_linear_episodes(agent, replay, 1, np.random.default_rng(3))
+    assert torch.equal(agent.imagined.size(), n)
+
+
+def test_ilqg_episodes_are_drawn_with_their_fraction_and_act_inside_the_box():
+    agent = _linear_agent(ilqg_fraction=0.5)
+    replay = agent.make_replay((DX,), torch.float32, 1)
+    rng = np.random.default_rng(4)
+    _run_linear_episodes(agent, replay, 5, rng)
+    assert len(agent.controller) == agent.M
+    chosen = []
+    for _ in range(12):
+        chosen.append(agent.ilqg_episode.clone())
+        _run_linear_episodes(agent, replay, 1, rng)
+    share = torch.stack(chosen).float().mean().item()
+    assert 0.2 < share < 0.8
+    obs = torch.as_tensor(rng.normal(size=(agent.M, DX)).astype(np.float32))
+    agent.ilqg_episode[:] = True
+    u = agent.act(obs, 10**6)
+    assert np.all(np.abs(u) <= 1.0)
+
+
+def test_imagination_checkpoint_restores_models_buffers_and_streams():
+    agent = _linear_agent(ilqg_fraction=0.5)
+    replay = agent.make_replay((DX,), torch.float32, 1)
+    rng = np.random.default_rng(5)
+    step = _run_linear_episodes(agent, replay, 6, rng)
+    buffer = io.BytesIO()
+    torch.save(agent.state_dict(), buffer)
+    buffer.seek(0)
+    twin = _linear_agent(ilqg_fraction=0.5)
+    twin.load_state_dict(torch.load(buffer, weights_only=True))
+    twin_replay = twin.make_replay((DX,), torch.float32, 1)
+    twin_replay.load_state_dict(replay.state_dict())
+    agent.ilqg_episode[0], twin.ilqg_episode[0] = True, True  # one member acts by iLQG, the other by NAF
+    obs = torch.as_tensor(rng.normal(size=(agent.M, DX)).astype(np.float32))
+    np.testing.assert_array_equal(agent.act(obs, step), twin.act(obs, step))
+    agent.imagine()
+    twin.imagine()
+    torch.testing.assert_close(agent.imagined.obs, twin.imagined.obs)
+    a, b = agent.learn(replay, 10**6 + 1), twin.learn(twin_replay, 10**6 + 1)
+    torch.testing.assert_close(a["td_loss"], b["td_loss"])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Fixed horizons
+# ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("env_id, horizon", [("InvertedPendulum-fixedH-v5", 1000),
+                                              ("InvertedDoublePendulum-fixedH-v5", 1000),
+                                              ("Reacher-fixedH-v5", 50)])
+def test_every_fixed_horizon_episode_lasts_the_time_limit_even_when_the_task_would_terminate(env_id, horizon):
+    env = make_env(env_id, [0, 1])
+    env.reset()
+    rng = np.random.default_rng(0)
+    lengths, terminated = [], False
+    while len(lengths) < 4:  # random actions topple the pendulums within a few dozen steps
+        res = env.step(rng.uniform(env.action_space.low, env.action_space.high, (2, *env.action_space.shape)))
+        terminated |= bool(res.terminated.any())
+        lengths += [length for _, _, length in res.finished]
+    env.close()
+    assert not terminated and lengths == [horizon] * 4
+    assert env.protocol == "gym-v5-fixedH"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The member promise and the run contract
+# ---------------------------------------------------------------------------------------------------------
+
+SMALL = ["learning_starts=100", "batch_size=16", "hidden=16,16", "nn_hidden=16,16", "updates_per_step=2",
+         "eval_episodes=1", "eval_period=150", "log_period=50", "threads=1"]
+
+
+def _sets(algo: str) -> list[str]:
+    # keys of the imagination family only where it is the family
+    return [s for s in SMALL if VARIANTS[algo].family == "imagination" or not s.startswith("nn_")]
+
+
+@pytest.mark.parametrize("algo", ["ddpg", "naf", "cem_q", "naf_imagination_ilqg"])
+def test_member_k_of_a_multi_seed_run_follows_the_single_seed_run(algo):
+    def run(seeds):
+        cfg = build(algo, "Reacher-fixedH-v5", seeds, 300, _sets(algo))  # 6 episodes: models fit after 5
+        runner = Runner(cfg, torch.device("cpu"))
+        *_, (_, state) = runner.train(None)
+        runner.env.close()
+        return runner.agent, state
+
+    multi, ms = run([0, 1])
+    single, ss = run([1])
+    for name, net in multi.nets.items():
+        for key, p in net.params.items():
+            torch.testing.assert_close(p[1], single.nets[name].params[key][0], rtol=1e-5, atol=1e-6)
+
+    def rows(state, seed):
+        return [r[5:] for r in state["rows"] if r[5] == seed and r[9] != "steps_per_second"]
+
+    got, want = rows(ms, 1), rows(ss, 1)
+    assert [r[:-1] for r in got] == [r[:-1] for r in want]
+    np.testing.assert_allclose([r[-1] for r in got], [r[-1] for r in want], rtol=1e-4)
+
+
+@pytest.mark.parametrize("algo, extra", [(algo, []) for algo in CONTINUOUS]
+                         + [("ddpg", ["batch_norm=true", "noise=gaussian"]), ("naf", ["batch_norm=true"])])
+def test_smoke_run_of_every_continuous_variant_writes_the_run_contract(tmp_path, algo, extra):
+    out = tmp_path / "run"
+    argv = ["train", "--algo", algo, "--env", "Reacher-fixedH-v5", "--seeds", "0", "1", "--steps", "300",
+            "--out", str(out)]
+    for s in _sets(algo) + extra:
+        argv += ["--set", s]
+    assert main(argv) == 0
+    df = pd.read_csv(out / "metrics.csv")
+    assert tuple(df.columns) == COLUMNS
+    assert {"eval_return", "q_estimate", "true_value", "td_loss", "train_return"} <= set(df.metric)
+    assert np.isfinite(df.value).all() and set(df.seed) == {0, 1}
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["status"] == "complete" and meta["protocol"] == "gym-v5-fixedH"
+    state = torch.load(out / "checkpoints" / "latest.pt", weights_only=True)
+    if VARIANTS[algo].family == "imagination":
+        imagination = state["agent"]["imagination"]
+        assert bool((imagination["imagined"]["added"] > 0).all())  # rollouts ran after the 5th episode
+        assert len(imagination["controller"]) == (2 if "ilqg" in algo else 0)
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--algo", "naf", "--env", "CartPole-v1"], "algo naf needs continuous actions but env CartPole-v1 has "
+                                                "discrete actions"),
+    (["--algo", "naf_imagination", "--set", "rollout_length=0"], "rollout_length=0: must be > 0"),
+    (["--algo", "naf_imagination", "--env", "InvertedPendulum-v5"],
+     "env InvertedPendulum-v5: imagination rollouts need fixed-horizon episodes (no early termination); valid: "),
+    (["--algo", "naf_imagination_nn", "--set", "ilqg_fraction=0.5"], "iLQG needs model=linear"),
+    (["--algo", "sampled_q", "--set", "maximizer=grid"], "maximizer='grid': valid: uniform, cem"),
+    (["--algo", "ddpg", "--set", "noise=pink"], "noise='pink': valid: ou, gaussian"),
+    (["--algo", "cem_q", "--set", "cem_elites=100"], "cem_elites=100: must not exceed cem_population=64"),
+    (["--algo", "naf", "--set", "diagonal=abs"], "diagonal='abs': valid: exp, softplus"),
+])
+def test_bad_input_exits_2_with_one_clear_message_and_writes_nothing(tmp_path, capsys, argv, needle):
+    out = tmp_path / "run"
+    if "--env" not in argv:
+        argv = [*argv, "--env", "Reacher-fixedH-v5"]
+    code = main(["train", *argv, "--seeds", "0", "--steps", "100", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert needle in err
+    assert err.count("\n") == 1
+    assert not out.exists()
