@@ -46,23 +46,6 @@ def script_module(name: str):
     return module
 
 
-def registered(suite_id: str) -> bool:
-    """Whether every algorithm the suite names is registered (so the workflow can plan it)."""
-    from algorithms.registry import VARIANTS
-
-    return {run["algo"] for run in load_suite(suite_id).get("runs", [])} <= set(VARIANTS)
-
-
-def runnable(suite_id: str) -> bool:
-    """Whether the suite's smoke scale can train here: algorithms registered and, for Atari, the wrappers."""
-    needs_atari = any(env.startswith("ALE/") for env in load_suite(suite_id)["scales"]["smoke"]["envs"])
-    return registered(suite_id) and (not needs_atari or importlib.util.find_spec("envs.atari") is not None)
-
-
-REGISTERED = [s for s in SUITE_IDS if registered(s)]
-RUNNABLE = [s for s in SUITE_IDS if runnable(s)]
-SELECT_REGISTERED = f"suites=[{','.join(REGISTERED)}]"
-SELECT_RUNNABLE = f"suites=[{','.join(RUNNABLE)}]"
 
 
 # --- declarations -------------------------------------------------------------------------------------------
@@ -182,7 +165,7 @@ def test_dry_run_plans_one_job_per_run_label_and_env_with_every_seed_a_member():
 
 def test_slurm_profile_plans_training_jobs_with_their_resources():
     result = snakemake("-n", "--profile", "experiments/profiles/slurm", "--config", "scale=quick",
-                       "slurm_partition_gpu=gpu", SELECT_REGISTERED)
+                       "slurm_partition_gpu=gpu")
     assert result.returncode == 0, output(result)
     jobs = _train_jobs(result.stdout)
     assert jobs
@@ -206,7 +189,7 @@ def test_cpu_only_config_requests_no_gpu():
 
 
 def test_lint_is_clean():
-    result = snakemake("--lint", "--config", SELECT_REGISTERED)
+    result = snakemake("--lint")
     assert result.returncode == 0, output(result)
     assert "Congratulations, your workflow is in a good condition!" in output(result)
 
@@ -262,10 +245,10 @@ def test_synthetic_script_rejects_bad_input_with_exit_2_naming_the_key(tmp_path)
 def test_smoke_workflow_produces_every_declared_figure_table_and_a_report_listing_every_claim(tmp_path):
     from analysis.claims import load_claims
 
-    result = snakemake("--cores", "2", "--config", SELECT_RUNNABLE, workdir=tmp_path, timeout=1_200)
+    result = snakemake("--cores", "2", workdir=tmp_path, timeout=1_200)
     assert result.returncode == 0, output(result)[-5_000:]
     results = tmp_path / "results" / "smoke"
-    for suite_id in RUNNABLE:
+    for suite_id in SUITE_IDS:
         suite = load_suite(suite_id)
         for figure in suite["figures"]:
             for ext in ("png", "pdf"):
@@ -284,13 +267,10 @@ def test_smoke_workflow_produces_every_declared_figure_table_and_a_report_listin
     assert provenance["config_hash"].notna().all() and (provenance["status"] == "complete").all()
     assert provenance["git_commit"].notna().all() and provenance["version_torch"].notna().all()
 
-    again = snakemake("-n", "--config", SELECT_RUNNABLE, workdir=tmp_path)
+    again = snakemake("-n", workdir=tmp_path)
     assert "Nothing to be done" in output(again), "a finished workflow must be up to date"
 
     html = tmp_path / "report.html"
-    reported = snakemake("--report", str(html), "--config", SELECT_RUNNABLE, workdir=tmp_path)
+    reported = snakemake("--report", str(html), workdir=tmp_path)
     assert reported.returncode == 0, output(reported)[-3_000:]
     assert html.stat().st_size > 0
-    if len(RUNNABLE) < len(SUITE_IDS):
-        missing = sorted(set(SUITE_IDS) - set(RUNNABLE))
-        pytest.skip(f"ran {RUNNABLE}; suites {missing} wait for their algorithms or Atari wrappers")
