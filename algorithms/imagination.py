@@ -44,7 +44,7 @@ class ImaginationConfig(NAFConfig):
     """NAF's settings plus Algorithm 2's."""
 
     model: str = "linear"
-    """Dynamics model of the rollouts: linear (time-varying linear-Gaussian models, Gu et al. 2016, Sec. 5.1)
+    """Dynamics model of the rollouts: linear (time-varying linear-Gaussian models, Gu et al. 2016, Sec. 5)
     or nn (a neural-network model, the ablation of Gu et al. 2016, Fig. 2)."""
     rollout_length: int = 10
     """l, imagined steps from each start state: 10 on the reacher, 5 on the gripper (Gu et al. 2016, Appendix)."""

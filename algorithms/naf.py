@@ -175,7 +175,7 @@ class NAFConfig(ContinuousConfig):
     """NAF hyperparameters: the shared continuous-action settings with Gu et al. 2016's values (Sec. 6)."""
 
     updates_per_step: int = 5
-    """Gradient updates per environment step: I = 5 (Gu et al. 2016, Sec. 6 and Appendix)."""
+    """Gradient updates per environment step: I = 5 (Gu et al. 2016, Algorithm 1 and the Appendix's settings)."""
     lr: float = 1e-3
     """Adam learning rate: the middle of Gu et al. 2016's sweep {1e-4, 1e-3, 1e-2} (Sec. 6); the choice is ours."""
     diagonal: str = "exp"

@@ -261,3 +261,30 @@ def test_bad_input_exits_2_with_one_clear_message_and_writes_nothing(tmp_path, c
     assert needle in err
     assert err.count("\n") == 1
     assert not out.exists()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Learning
+# ---------------------------------------------------------------------------------------------------------
+
+# 5 updates per environment step for both, as in Gu et al. 2016's comparison of NAF and DDPG (Table 1), each
+# algorithm with its paper's other defaults, but 64-64 networks (ours) to fit a CPU budget.
+LEARN = ["hidden=64,64", "updates_per_step=5", "eval_period=1000", "eval_episodes=3", "log_period=5000",
+         "threads=1"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algo", ["ddpg", "naf"])
+def test_ddpg_and_naf_learn_inverted_pendulum_to_900_within_10k_steps_on_2_of_3_seeds(algo):
+    """InvertedPendulum-v5 pays 1 per step with the pole up, at most 1,000 per episode; learned = a best
+    greedy evaluation return of at least 900 (the mean of 3 episodes)."""
+    cfg = build(algo, "InvertedPendulum-v5", [0, 1, 2], 10_000, LEARN)
+    runner = Runner(cfg, torch.device("cpu"))
+    *_, (_, state) = runner.train(None)
+    runner.env.close()
+    best = {}
+    for r in state["rows"]:
+        if r[9] == "eval_return":
+            best[r[5]] = max(best.get(r[5], -np.inf), r[10])
+    print(algo, "best eval return per seed:", best)
+    assert sum(v >= 900 for v in best.values()) >= 2, best
