@@ -268,23 +268,30 @@ def test_bad_input_exits_2_with_one_clear_message_and_writes_nothing(tmp_path, c
 # ---------------------------------------------------------------------------------------------------------
 
 # 5 updates per environment step for both, as in Gu et al. 2016's comparison of NAF and DDPG (Table 1), each
-# algorithm with its paper's other defaults, but 64-64 networks (ours) to fit a CPU budget.
+# algorithm with its paper's other defaults, but 64-64 networks (ours) to fit a CPU budget. Measured on seeds 3-8
+# (besides the tested 0-2): within 20k steps DDPG reached 1,000 on 6 of 6 (first at 7k-18k steps); within 10k
+# steps NAF reached 1,000 on 5 of 6 and DDPG on 2 of 6, hence the 20k budget. With 1 update per step, DDPG
+# reached 1,000 on 2 of 6 within 20k steps.
 LEARN = ["hidden=64,64", "updates_per_step=5", "eval_period=1000", "eval_episodes=3", "log_period=5000",
          "threads=1"]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("algo", ["ddpg", "naf"])
-def test_ddpg_and_naf_learn_inverted_pendulum_to_900_within_10k_steps_on_2_of_3_seeds(algo):
-    """InvertedPendulum-v5 pays 1 per step with the pole up, at most 1,000 per episode; learned = a best
-    greedy evaluation return of at least 900 (the mean of 3 episodes)."""
-    cfg = build(algo, "InvertedPendulum-v5", [0, 1, 2], 10_000, LEARN)
+def test_ddpg_and_naf_learn_inverted_pendulum_to_900_within_20k_steps_on_2_of_3_seeds(algo):
+    """InvertedPendulum-v5 pays 1 per step with the pole up, at most 1,000 per episode; learned = a greedy
+    evaluation return of at least 900 (the mean of 3 episodes) at some evaluation within 20k agent steps.
+    Training stops at the first evaluation by which 2 of the 3 seeds have learned (the claim is then decided)."""
+    cfg = build(algo, "InvertedPendulum-v5", [0, 1, 2], 20_000, LEARN)
     runner = Runner(cfg, torch.device("cpu"))
-    *_, (_, state) = runner.train(None)
+    best, step = {}, 0
+    for _, state in runner.train(None):
+        step = state["step"]
+        for r in state["rows"]:
+            if r[9] == "eval_return":
+                best[r[5]] = max(best.get(r[5], -np.inf), r[10])
+        if sum(v >= 900 for v in best.values()) >= 2:
+            break
     runner.env.close()
-    best = {}
-    for r in state["rows"]:
-        if r[9] == "eval_return":
-            best[r[5]] = max(best.get(r[5], -np.inf), r[10])
-    print(algo, "best eval return per seed:", best)
+    print(algo, "best eval return per seed by step", step, ":", best)
     assert sum(v >= 900 for v in best.values()) >= 2, best
