@@ -64,6 +64,16 @@ def _markdown_rows(header: list[str], rows: list[list[str]]) -> list[str]:
     return [line(header), "|" + "---|" * len(header), *(line(r) for r in rows)]
 
 
+def _without_runs(verdicts: pd.DataFrame) -> str:
+    """ " (K of them for want of runs; suites: a, b)": claims with no runs to judge (suite not run at this scale,
+    or its runs all failed), so a reader does not take them for weak evidence."""
+    none = verdicts[(verdicts["verdict"] == claims.INCONCLUSIVE) & (verdicts["n_runs"] == 0)]
+    if none.empty:
+        return ""
+    suites = ", ".join(sorted(none["suite"].unique())) if "suite" in none else "unknown"
+    return f" ({len(none)} of them for want of runs; suites: {suites})"
+
+
 def render_report(verdicts: pd.DataFrame, info: pd.DataFrame, scale: str) -> str:
     """The Markdown report for one scale.
 
@@ -86,7 +96,7 @@ def render_report(verdicts: pd.DataFrame, info: pd.DataFrame, scale: str) -> str
     lines += [
         f"{len(verdicts)} claims: {counts.get(claims.REPRODUCED, 0)} reproduced, "
         f"{counts.get(claims.NOT_REPRODUCED, 0)} not reproduced, "
-        f"{counts.get(claims.INCONCLUSIVE, 0)} inconclusive.",
+        f"{counts.get(claims.INCONCLUSIVE, 0)} inconclusive" + _without_runs(verdicts) + ".",
         f"{int(total['runs'])} runs ({int(total['complete'])} complete, {int(total['diverged'])} diverged, "
         f"{int(total['failed'])} failed); compute spent {_hours(total['wall_time_s'])} of wall time "
         "(sum over run.json)"

@@ -32,7 +32,8 @@ def test_smoke_report_carries_the_plumbing_only_banner_and_each_claims_numbers(t
     verdicts, info = _verdicts_and_info(tmp_path)
     text = report.render_report(verdicts, info, "smoke")
     assert text.startswith("# qrepro report: smoke scale\n\n" + report.SMOKE_BANNER)
-    assert "2 claims: 1 reproduced, 0 not reproduced, 1 inconclusive." in text
+    assert ("2 claims: 1 reproduced, 0 not reproduced, 1 inconclusive (1 of them for want of runs; "
+            "suites: tabular).") in text
     assert "### tabular_q_learning_converges: reproduced" in text
     assert "- runs: 3 (q_learning: 3 runs x 1 tasks)" in text
     assert "![tabular_q_learning_converges](figures/tabular.png)" in text
