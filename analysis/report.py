@@ -70,8 +70,7 @@ def _without_runs(verdicts: pd.DataFrame) -> str:
     none = verdicts[(verdicts["verdict"] == claims.INCONCLUSIVE) & (verdicts["n_runs"] == 0)]
     if none.empty:
         return ""
-    suites = ", ".join(sorted(none["suite"].unique())) if "suite" in none else "unknown"
-    return f" ({len(none)} of them for want of runs; suites: {suites})"
+    return f" ({len(none)} of them for want of runs; suites: {', '.join(sorted(none['suite'].unique()))})"
 
 
 def render_report(verdicts: pd.DataFrame, info: pd.DataFrame, scale: str) -> str:
