@@ -266,6 +266,9 @@ def test_smoke_workflow_produces_every_declared_figure_table_and_a_report_listin
     assert sorted(provenance["run_dir"]) == run_folders
     assert provenance["config_hash"].notna().all() and (provenance["status"] == "complete").all()
     assert provenance["git_commit"].notna().all() and provenance["version_torch"].notna().all()
+    # run folders are not committed: a copy of every run.json travels with the results
+    copies = sorted(str(p.relative_to(results / "run_json")) for p in (results / "run_json").rglob("run.json"))
+    assert copies == sorted(str(Path(d).relative_to("runs/smoke")) + "/run.json" for d in provenance["run_dir"])
 
     again = snakemake("-n", workdir=tmp_path)
     assert "Nothing to be done" in output(again), "a finished workflow must be up to date"

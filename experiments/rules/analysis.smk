@@ -11,6 +11,7 @@ rule collect:
         csv="results/{scale}/tidy/{suite}.csv",
         parquet="results/{scale}/tidy/{suite}.parquet",
         provenance="results/{scale}/provenance/{suite}.csv",
+        run_json=directory("results/{scale}/run_json/{suite}"),
     log:
         messages="logs/{scale}/collect/{suite}.log",
     params:

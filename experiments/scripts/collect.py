@@ -7,11 +7,13 @@ run folder's metrics carry (num_actions for the synthetic suite). Runs that do n
 column empty, so a figure or claim keyed on a sweep sees only that sweep's runs.
 
 The provenance table has one row per run folder: run_id, config hash, git commit (and whether the checkout
-had uncommitted changes), package versions, device, status, wall time.
+had uncommitted changes), package versions, device, status, wall time. Each run's run.json is also copied
+under results/<scale>/run_json/<suite>/<label>/<env>/, since run folders are not committed.
 """
 
 
 import json
+import shutil
 import sys
 import traceback
 from pathlib import Path
@@ -75,6 +77,15 @@ def provenance_row(run_dir: Path) -> dict:
     }
 
 
+def copy_run_json(dirs: list[Path], runs_root: Path, out: Path) -> None:
+    """Each run folder's run.json, byte for byte, under out/<label>/<env>/: run folders are not committed, so
+    these copies are what keeps every committed number traceable to its run's config, commit and versions."""
+    for d in dirs:
+        source = Path(d) / "run.json"
+        tidy.atomic_write(out / Path(d).relative_to(runs_root) / "run.json",
+                          lambda tmp, source=source: shutil.copyfile(source, tmp))
+
+
 def main(snakemake) -> None:
     runs, row_columns = snakemake.params.runs, list(snakemake.params.row_columns)
     frames = [run_table(run, row_columns) for run in runs]
@@ -86,6 +97,8 @@ def main(snakemake) -> None:
     extra = pd.DataFrame([provenance_row(d) for d in dirs])
     provenance = info.merge(extra, on="run_dir", how="left") if len(info) else info
     tidy.atomic_write(snakemake.output.provenance, lambda tmp: provenance.to_csv(tmp, index=False))
+    copy_run_json(dirs, Path("runs") / snakemake.wildcards.scale / snakemake.wildcards.suite,
+                  Path(snakemake.output.run_json))
     print(f"collect: {len(runs)} runs, {len(tidy_table)} rows -> {csv.with_suffix('')}.{{csv,parquet}}")
     print(json.dumps({"columns": list(tidy_table.columns)}))
 
