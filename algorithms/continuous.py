@@ -1,37 +1,33 @@
-"""What DDPG, NAF and sampled-max Q-learning share: acting in an action box with exploration noise, a replay
-of continuous actions, the update schedule, target networks and checkpoints.
+"""What the continuous-action Q-learners share beyond Q-learning itself: their settings, acting in an action
+box with exploration noise, and replay of continuous actions.
 
-The three differ only in how they take the max over actions (Levine, CS 285, "Q-learning with continuous
-actions": stochastic optimization (sampled max, CEM), a Q-function that is easy to maximize (NAF), a learned
-maximizer (DDPG)). So each family is one subclass of ``ContinuousQAgent`` that builds its networks with
-``add_net`` and supplies ``greedy``, ``value_estimate`` and ``update``; everything else is written once here.
+DDPG, NAF and sampled-max Q-learning differ only in how they take the max over actions (Levine, CS 285,
+"Q-learning with continuous actions": stochastic optimization (sampled max, CEM), a Q-function that is easy to
+maximize (NAF), a learned maximizer (DDPG)), that is, in their head (qlearning.Head). Each family is a
+``ContinuousAgent`` that builds its head; Q-learning is qlearning.py's, exploration is ``NoisyGreedy``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import gymnasium as gym
 import numpy as np
 import torch
-from torch import nn
 
 from algorithms.explore import GaussianNoise, OrnsteinUhlenbeckNoise
-from algorithms.members import Params, Stacked, member_rand, torch_generators
-from algorithms.replay import Batch, ReplayBuffer
+from algorithms.members import member_rand, torch_generators
+from algorithms.qlearning import RENAMED, QAgent, QConfig, validate_q  # noqa: F401 - RENAMED: config.build
 
 NOISES = ("ou", "gaussian")
 
 
 @dataclass
-class ContinuousConfig:
+class ContinuousConfig(QConfig):
     """Settings every continuous-action Q-learner shares; a family's Config adds its own and may change a
     default (citing its source)."""
 
-    gamma: float = 0.99
-    """Discount factor (Lillicrap et al. 2016, Sec. 7)."""
     lr: float = 1e-3
     """Adam learning rate of the Q-function (Lillicrap et al. 2016, Sec. 7: 1e-3 for the critic)."""
     batch_size: int = 64
@@ -41,11 +37,15 @@ class ContinuousConfig:
     learning_starts: int = 1_000
     """Agent steps of uniformly random actions before learning begins. Ours: Lillicrap et al. and Gu et al.
     learn from the first steps; TD3 (Fujimoto et al. 2018) starts with 1,000-10,000 random steps."""
-    updates_per_step: int = 1
-    """Gradient updates per environment step (Lillicrap et al. 2016: 1; Gu et al. 2016, Algorithm 1: I)."""
+    updates_per_step: float = 1.0
+    """Gradient updates per agent step (Lillicrap et al. 2016: 1; Gu et al. 2016, Algorithm 1: I)."""
+    target_period: int = 1
+    """Gradient updates between target updates: after every update (Lillicrap et al. 2016, Sec. 7; Gu et al.
+    2016, Algorithm 1)."""
     polyak_tau: float = 0.001
-    """Target networks: target <- (1 - tau) target + tau online after every update (Lillicrap et al. 2016,
-    Sec. 7; Gu et al. 2016, Algorithm 1)."""
+    """Target networks: target <- (1 - tau) target + tau online (Lillicrap et al. 2016, Sec. 7)."""
+    loss: str = "mse"
+    """The squared TD error (Lillicrap et al. 2016, Algorithm 1; Gu et al. 2016, Algorithm 1)."""
     noise: str = "ou"
     """Exploration noise added to the greedy action: ou (Ornstein-Uhlenbeck, Lillicrap et al. 2016, Sec. 7)
     or gaussian (independent per step)."""
@@ -64,43 +64,60 @@ class ContinuousConfig:
 
 def validate_common(cfg: ContinuousConfig) -> list[str]:
     """Problems with the shared settings, each naming the key and the valid values."""
-    errors = []
+    errors = validate_q(cfg)
     if cfg.noise not in NOISES:
         errors.append(f"noise={cfg.noise!r}: valid: {', '.join(NOISES)}")
-    for key in ("lr", "batch_size", "replay_size", "updates_per_step"):
-        if getattr(cfg, key) <= 0:
-            errors.append(f"{key}={getattr(cfg, key)}: must be > 0")
-    if cfg.learning_starts < 0:
-        errors.append(f"learning_starts={cfg.learning_starts}: must be >= 0")
-    if not 0 <= cfg.gamma <= 1:
-        errors.append(f"gamma={cfg.gamma}: must be in [0, 1]")
-    if not 0 < cfg.polyak_tau <= 1:
-        errors.append(f"polyak_tau={cfg.polyak_tau}: must be in (0, 1]")
     if cfg.noise_sigma < 0:
         errors.append(f"noise_sigma={cfg.noise_sigma}: must be >= 0")
     if not 0 < cfg.ou_theta < 2:
         errors.append(f"ou_theta={cfg.ou_theta}: must be in (0, 2) for a stationary process")
     if not cfg.hidden or min(cfg.hidden) <= 0:
         errors.append(f"hidden={cfg.hidden}: give at least one layer width, all > 0")
-    if cfg.batch_size > cfg.replay_size:
-        errors.append(f"batch_size={cfg.batch_size}: must not exceed replay_size={cfg.replay_size}")
     return errors
 
 
-def batch_to(b: Batch, device: torch.device) -> Batch:
-    """A replay batch on the learner's device with float32 observations (MuJoCo observations are float64)."""
-    return Batch(obs=b.obs.to(device, torch.float32), action=b.action.to(device, torch.float32),
-                 reward=b.reward.to(device), discount=b.discount.to(device),
-                 next_obs=b.next_obs.to(device, torch.float32), index=b.index, weight=b.weight.to(device))
+class NoisyGreedy:
+    """Uniform actions in the box before learning starts, then the greedy action plus exploration noise,
+    clipped to the box (Lillicrap et al. 2016, Algorithm 1; Gu et al. 2016, Algorithm 1); the greedy action
+    without noise in evaluation."""
+
+    def __init__(self, agent: ContinuousAgent):
+        cfg = agent.cfg
+        gens = agent.streams["noise"]
+        if cfg.noise == "ou":
+            self.noise = OrnsteinUhlenbeckNoise(gens, agent.action_dim, theta=cfg.ou_theta, sigma=cfg.noise_sigma)
+        else:
+            self.noise = GaussianNoise(gens, agent.action_dim, sigma=cfg.noise_sigma)
+        self.last_noise: torch.Tensor | None = None  # N_t of the last training action [M, du], None if uniform
+
+    @torch.no_grad()
+    def act(self, agent: ContinuousAgent, obs: torch.Tensor, step: int) -> np.ndarray:
+        if step < agent.cfg.learning_starts:
+            self.last_noise = None
+            u = member_rand(agent.streams["act"], (agent.action_dim,), "cpu")
+            return (agent.low + (agent.high - agent.low) * u).numpy()
+        mu = agent.greedy(obs.unsqueeze(1), agent.streams["act"])[:, 0].cpu()
+        self.last_noise = self.noise.sample()
+        return agent.clip(mu + agent.half_range * self.last_noise).numpy()
+
+    @torch.no_grad()
+    def act_eval(self, agent: ContinuousAgent, obs: torch.Tensor, gens) -> np.ndarray:
+        return agent.greedy(obs.unsqueeze(1), gens)[:, 0].cpu().numpy()
+
+    def end_episodes(self, mask) -> None:
+        """Restart the noise process of the members whose episode ended."""
+        self.noise.reset(torch.as_tensor(mask))
+
+    def state_dict(self) -> dict:
+        return {"noise": getattr(self.noise, "state", None)}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["noise"] is not None:
+            self.noise.state = state["noise"].clone()
 
 
-class ContinuousQAgent:
-    """Acts and learns for M members in a box of continuous actions (the runner's agent interface).
-
-    Subclasses build networks with ``add_net`` and implement ``greedy(obs [M, B, dx], gens) -> [M, B, du]``,
-    ``value_estimate(obs [M, B, dx]) -> [M, B]`` and ``update(batch) -> dict of [M] metrics`` (one gradient
-    step for every member, target update included).
-    """
+class ContinuousAgent(QAgent):
+    """Q-learning for M members in a box of continuous actions: a family supplies ``make_head``."""
 
     def __init__(self, cfg: ContinuousConfig, obs_shape: Sequence[int], frame_stack: int, action_space,
                  seeds: Sequence[int], total_steps: int, device: torch.device | str = "cpu"):
@@ -109,120 +126,16 @@ class ContinuousQAgent:
         if len(obs_shape) != 1 or frame_stack != 1:
             raise ValueError(f"{type(self).__name__} needs state-vector observations, got shape {tuple(obs_shape)} "
                              f"with a stack of {frame_stack}")
-        self.cfg, self.device, self.total_steps = cfg, torch.device(device), total_steps
-        self.seeds, self.M = list(seeds), len(seeds)
         self.obs_dim, self.action_dim = int(obs_shape[0]), int(action_space.shape[0])
         self.low = torch.as_tensor(action_space.low, dtype=torch.float32)
         self.high = torch.as_tensor(action_space.high, dtype=torch.float32)
         self.half_range = (self.high - self.low) / 2
-        # every random stream of the agent, one generator per member, saved in checkpoints
-        self.streams: dict[str, list[torch.Generator]] = {name: torch_generators(seeds, name)
-                                                           for name in ("act", "noise", "replay")}
-        if cfg.noise == "ou":
-            self.noise = OrnsteinUhlenbeckNoise(self.streams["noise"], self.action_dim, theta=cfg.ou_theta,
-                                                sigma=cfg.noise_sigma)
-        else:
-            self.noise = GaussianNoise(self.streams["noise"], self.action_dim, sigma=cfg.noise_sigma)
-        self.nets: dict[str, Stacked] = {}
-        self.targets: dict[str, Params] = {}
-        self.opts: dict[str, torch.optim.Optimizer] = {}
-        self.updates = 0
+        super().__init__(cfg, obs_shape, frame_stack, action_space, seeds, total_steps, device)
+        self.streams["noise"] = torch_generators(seeds, "noise")
+        self.explorer = NoisyGreedy(self)
 
-    def add_net(self, name: str, make: Callable[[], nn.Module], lr: float, weight_decay: float = 0.0) -> Stacked:
-        """Stack M copies of a network (initialized from the ``init/<name>`` stream), its target and Adam."""
-        net = Stacked(make, self.seeds, self.device, stream=f"init/{name}")
-        net.base.eval()  # batch norm uses running statistics except inside train_mode
-        self.nets[name] = net
-        self.targets[name] = net.clone_params()
-        self.opts[name] = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
-        return net
-
-    @contextmanager
-    def train_mode(self, *names: str) -> Iterator[None]:
-        """Inside, the named networks' batch norm uses (and updates) minibatch statistics."""
-        for n in names:
-            self.nets[n].base.train()
-        try:
-            yield
-        finally:
-            for n in names:
-                self.nets[n].base.eval()
-
-    def make_replay(self, frame_shape, frame_dtype, frame_stack: int) -> ReplayBuffer:
-        # observations are stored as float32, the precision the networks use
-        dtype = torch.float32 if frame_dtype.is_floating_point else frame_dtype
-        return ReplayBuffer(self.M, self.cfg.replay_size, frame_shape, dtype, action_shape=(self.action_dim,),
-                            action_dtype=torch.float32, frame_stack=frame_stack, gamma=self.cfg.gamma,
-                            generators=self.streams["replay"])
-
-    # ------------------------------------------------------------------------------------------ acting
-    def greedy(self, obs: torch.Tensor, gens: Sequence[torch.Generator]) -> torch.Tensor:
-        raise NotImplementedError
-
-    def value_estimate(self, obs: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+    def action_spec(self):
+        return (self.action_dim,), torch.float32
 
     def clip(self, u: torch.Tensor) -> torch.Tensor:
         return torch.maximum(torch.minimum(u, self.high), self.low)
-
-    @torch.no_grad()
-    def act(self, obs: torch.Tensor, step: int) -> np.ndarray:
-        """Training actions [M, du]: uniform in the box before learning starts, then greedy plus noise."""
-        if step < self.cfg.learning_starts:
-            u = member_rand(self.streams["act"], (self.action_dim,), "cpu")
-            return (self.low + (self.high - self.low) * u).numpy()
-        mu = self.greedy(obs.to(self.device, torch.float32).unsqueeze(1), self.streams["act"])[:, 0].cpu()
-        return self.clip(mu + self.half_range * self.noise.sample()).numpy()
-
-    @torch.no_grad()
-    def act_eval(self, obs: torch.Tensor, gens: Sequence[torch.Generator]) -> np.ndarray:
-        """Evaluation actions [M, du]: the greedy action, no noise."""
-        return self.greedy(obs.to(self.device, torch.float32).unsqueeze(1), gens)[:, 0].cpu().numpy()
-
-    def end_episodes(self, mask: np.ndarray) -> None:
-        """Restart the noise process of the members whose episode ended."""
-        self.noise.reset(torch.as_tensor(mask))
-
-    # ------------------------------------------------------------------------------------------ learning
-    def update(self, batch: Batch) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
-
-    def sample_batch(self, replay: ReplayBuffer) -> Batch:
-        return batch_to(replay.sample(self.cfg.batch_size), self.device)
-
-    def learn(self, replay: ReplayBuffer, step: int) -> dict[str, torch.Tensor] | None:
-        """``updates_per_step`` updates for every member; the metrics are their means [M]."""
-        if step < self.cfg.learning_starts or not replay.can_sample():
-            return None
-        outs = []
-        for _ in range(self.cfg.updates_per_step):
-            outs.append(self.update(self.sample_batch(replay)))
-            self.updates += 1
-        return {k: torch.stack([o[k] for o in outs]).mean(0) for k in outs[0]}
-
-    # ------------------------------------------------------------------------------------------ state
-    def state_dict(self) -> dict:
-        return {"params": {n: {k: v.detach() for k, v in net.params.items()} for n, net in self.nets.items()},
-                "buffers": {n: dict(net.buffers) for n, net in self.nets.items()},
-                "targets": self.targets, "opts": {n: o.state_dict() for n, o in self.opts.items()},
-                "updates": self.updates, "noise": getattr(self.noise, "state", None),
-                "streams": {n: torch.stack([g.get_state() for g in gens]) for n, gens in self.streams.items()
-                            if n != "replay"}}  # the replay saves its own generators
-
-    def load_state_dict(self, state: dict) -> None:
-        with torch.no_grad():
-            for n, net in self.nets.items():
-                for k, v in state["params"][n].items():
-                    net.params[k].copy_(v)
-                for k, v in state["buffers"][n].items():
-                    net.buffers[k].copy_(v)
-                for k, v in state["targets"][n].items():
-                    self.targets[n][k].copy_(v)
-        for n, opt in self.opts.items():
-            opt.load_state_dict(state["opts"][n])
-        self.updates = int(state["updates"])
-        if state["noise"] is not None:
-            self.noise.state = state["noise"].clone()
-        for n, states in state["streams"].items():
-            for g, s in zip(self.streams[n], states, strict=True):
-                g.set_state(s.clone())

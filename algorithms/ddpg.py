@@ -8,6 +8,7 @@ so the max in the target is Q'(x', mu'(x')):
     actor:   ascend Q(x, mu(x)): the gradient grad_u Q(x, u)|_{u = mu(x)} grad_theta mu(x)
     targets: Polyak averaging with tau after every update
 
+Q-learning itself is qlearning.py's; this file is the actor-critic head (the learned maximizer).
 Defaults: Lillicrap et al. 2016, Sec. 7 (400-300 ReLU networks, Adam 1e-4 / 1e-3, critic weight decay 1e-2,
 tau 0.001, minibatch 64, replay 10^6, OU noise theta 0.15, sigma 0.2), unless a field says otherwise.
 """
@@ -16,12 +17,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
-
-from algorithms.continuous import ContinuousConfig, ContinuousQAgent, validate_common
-from algorithms.members import apply_grads, member_grads, polyak_update
+from algorithms.continuous import RENAMED, ContinuousAgent, ContinuousConfig, validate_common  # noqa: F401
+from algorithms.members import batch_members
 from algorithms.networks import DeterministicActor, StateActionCritic
-from algorithms.replay import Batch
+from algorithms.qlearning import Head
 
 
 @dataclass
@@ -34,7 +33,10 @@ class DDPGConfig(ContinuousConfig):
     actor_lr: float = 1e-4
     """Adam learning rate of the actor (Lillicrap et al. 2016, Sec. 7); ``lr`` is the critic's."""
     critic_weight_decay: float = 0.01
-    """L2 weight decay of the critic (Lillicrap et al. 2016, Sec. 7)."""
+    """L2 weight decay of the critic (Lillicrap et al. 2016, Sec. 7), relative to their loss (y - Q)^2."""
+    policy_period: int = 1
+    """Gradient updates between actor updates; the target networks are updated with the actor. 1: every update
+    (Lillicrap et al. 2016); 2: TD3's delayed policy updates (Fujimoto et al. 2018), CleanRL's DDPG default."""
     critic_action_layer: int = 1
     """Hidden layer whose input also gets the action: 1, "actions were not included until the 2nd hidden
     layer of Q" (Lillicrap et al. 2016, Sec. 7); 0 feeds [x, u] to the first layer."""
@@ -48,6 +50,8 @@ def validate(cfg: DDPGConfig) -> list[str]:
     errors = validate_common(cfg)
     if cfg.actor_lr <= 0:
         errors.append(f"actor_lr={cfg.actor_lr}: must be > 0")
+    if cfg.policy_period <= 0:
+        errors.append(f"policy_period={cfg.policy_period}: must be > 0")
     if cfg.critic_weight_decay < 0:
         errors.append(f"critic_weight_decay={cfg.critic_weight_decay}: must be >= 0")
     if not 0 <= cfg.critic_action_layer < max(1, len(cfg.hidden)):
@@ -56,58 +60,69 @@ def validate(cfg: DDPGConfig) -> list[str]:
     return errors
 
 
-class DDPGAgent(ContinuousQAgent):
-    """An actor and a critic per member, each with a Polyak-averaged target copy."""
+class ActorCriticHead(Head):
+    """A critic Q(x, u) whose max is taken by a learned maximizer, the actor mu(x) (a deterministic policy).
 
-    def __init__(self, cfg: DDPGConfig, obs_shape, frame_stack, action_space, seeds, total_steps, device="cpu"):
-        super().__init__(cfg, obs_shape, frame_stack, action_space, seeds, total_steps, device)
-        low, high = action_space.low, action_space.high
-        self.actor = self.add_net("actor", lambda: DeterministicActor(
-            self.obs_dim, self.action_dim, cfg.hidden, low, high, cfg.batch_norm), cfg.actor_lr)
-        self.critic = self.add_net("critic", lambda: StateActionCritic(
-            self.obs_dim, self.action_dim, cfg.hidden, cfg.critic_action_layer, cfg.batch_norm),
-            cfg.lr, weight_decay=cfg.critic_weight_decay)
+    q = Q(x, u); greedy = mu(x); q_max = Q(x, mu(x)), DDPG's stand-in for max_u Q. The actor is trained by
+    ``policy_loss`` = -mean Q(x, mu(x)) per member, whose gradient is the deterministic policy gradient
+    grad_u Q(x, u)|_{u = mu(x)} grad_theta mu(x); the critic is not trained by it.
+    """
 
-    # ------------------------------------------------------------------------------------------ acting
-    @torch.no_grad()
-    def greedy(self, obs: torch.Tensor, gens=None) -> torch.Tensor:
-        """mu(x) [M, B, du]: the actor is the maximizer (no search, so no random numbers)."""
+    def __init__(self, actor, critic):
+        super().__init__()
+        self.actor, self.critic = actor, critic
+        self._critic_params = list(critic.parameters())
+
+    def q(self, obs, action):
+        return self.critic(obs, action)
+
+    def greedy(self, obs, gens=None):
         return self.actor(obs)
 
-    @torch.no_grad()
-    def value_estimate(self, obs: torch.Tensor) -> torch.Tensor:
-        """Q(x, mu(x)) [M, B]: the critic at the actor's action, DDPG's stand-in for max_u Q."""
-        obs = obs.to(self.device, torch.float32)
+    def q_max(self, obs, gens=None):
         return self.critic(obs, self.actor(obs))
 
-    # ------------------------------------------------------------------------------------------ learning
-    def _critic_loss(self, qp, qb, obs, action, y):
-        """One member's critic loss: 1/N sum (y - Q(x, u))^2 (Lillicrap et al. 2016, Algorithm 1)."""
-        q = self.critic.single(qp, obs, action, buffers=qb)
-        return (q - y).pow(2).mean(), q.detach().mean()
+    def q_parameters(self):
+        return list(self._critic_params)
 
-    def _actor_loss(self, ap, ab, qp, qb, obs):
-        """One member's actor loss -1/N sum Q(x, mu(x)); its gradient is the deterministic policy gradient."""
-        q = self.critic.single(qp, obs, self.actor.single(ap, obs, buffers=ab), buffers=qb)
-        return -q.mean(), q.detach().mean()
+    def policy_parameters(self):
+        return list(self.actor.parameters())
 
-    def update(self, b: Batch) -> dict[str, torch.Tensor]:
-        with torch.no_grad():
-            next_u = self.actor.call(self.targets["actor"], b.next_obs)
-            y = b.reward + b.discount * self.critic.call(self.targets["critic"], b.next_obs, next_u)
-        with self.train_mode("critic"):
-            grads, td_loss, q_mean = member_grads(self._critic_loss, self.critic.params, self.critic.buffers,
-                                                  b.obs, b.action, y)
-        apply_grads(self.opts["critic"], self.critic.params, grads)
-        # the actor follows the critic just updated (Algorithm 1's order); the critic is not trained here
-        critic_params = {k: v.detach() for k, v in self.critic.params.items()}
-        with self.train_mode("actor"):
-            grads, _, actor_q = member_grads(self._actor_loss, self.actor.params, self.actor.buffers,
-                                             critic_params, self.critic.buffers, b.obs)
-        apply_grads(self.opts["actor"], self.actor.params, grads)
-        for name, net in self.nets.items():
-            polyak_update(self.targets[name], net.params, self.cfg.polyak_tau)
-        return {"td_loss": td_loss.detach(), "q_batch_mean": q_mean, "actor_q": actor_q}
+    def policy_loss(self, obs):
+        critic_params = self._critic_params
+        for p in critic_params:  # the actor's loss trains the actor only: no critic gradients to compute
+            p.requires_grad_(False)
+        self.actor.train()
+        try:
+            return -self.critic(obs, self.actor(obs)).mean(1)
+        finally:
+            self.actor.eval()
+            for p in critic_params:
+                p.requires_grad_(True)
+
+
+class DDPGAgent(ContinuousAgent):
+    """Q-learning (qlearning.py) with an actor-critic head: Lillicrap et al. 2016, Algorithm 1."""
+
+    def make_head(self, obs_shape, frame_stack, action_space, seeds) -> ActorCriticHead:
+        c, low, high = self.cfg, action_space.low, action_space.high
+        actor = batch_members(lambda: DeterministicActor(self.obs_dim, self.action_dim, c.hidden, low, high,
+                                                         c.batch_norm), seeds, self.device, stream="init/actor")
+        critic = batch_members(lambda: StateActionCritic(self.obs_dim, self.action_dim, c.hidden,
+                                                         c.critic_action_layer, c.batch_norm),
+                               seeds, self.device, stream="init/critic")
+        return ActorCriticHead(actor, critic)
+
+    def q_weight_decay(self) -> float:
+        # The loss here is 1/2 (y - Q)^2, half of Lillicrap et al.'s; halving the decay keeps their ratio of
+        # data gradient to decay, and Adam's step is invariant to the common factor.
+        return self.cfg.critic_weight_decay / 2
+
+    def policy_lr(self) -> float:
+        return self.cfg.actor_lr
+
+    def policy_due(self) -> bool:
+        return self.updates % self.cfg.policy_period == 0
 
 
 Config = DDPGConfig

@@ -23,18 +23,18 @@ have the same length, so these variants run only on fixed-horizon tasks (``check
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from algorithms.continuous import RENAMED, ContinuousAgent  # noqa: F401 - RENAMED: config.build
 from algorithms.dynamics import LinearGaussianDynamics, NNDynamics, fit_linear_gaussian_dynamics
 from algorithms.explore import ILQGController, QuadraticReward, fit_quadratic_reward, ilqg_step
-from algorithms.members import derive_seed, member_rand, torch_generators
+from algorithms.members import derive_seed, member_rand, member_randn, torch_generators
 from algorithms.naf import NAFAgent, NAFConfig
 from algorithms.naf import validate as validate_naf
-from algorithms.replay import Batch, ReplayBuffer
+from algorithms.replay import Batch, ReplayBuffer, TransitionReplay
 
 MODELS = ("linear", "nn")
 
@@ -114,57 +114,6 @@ def check_env(cfg: ImaginationConfig, env_id: str) -> list[str]:
             f"valid: {', '.join(fixed_horizon_envs())}"]
 
 
-# ---------------------------------------------------------------------------------------------------------
-# The imagined buffer R_f
-# ---------------------------------------------------------------------------------------------------------
-
-
-class ImaginedBuffer:
-    """One-step imagined transitions per member, apart from the real replay: tensors [M, N, ...].
-
-    Every row bootstraps with discount gamma (fixed-horizon tasks have no terminal states). Member k writes
-    and samples row k only, drawing from its own generator.
-    """
-
-    def __init__(self, members: int, capacity: int, obs_dim: int, action_dim: int, gamma: float,
-                 generators: Sequence[torch.Generator]):
-        self.N, self.gamma, self.generators = capacity, gamma, list(generators)
-        self.obs = torch.zeros(members, capacity, obs_dim)
-        self.action = torch.zeros(members, capacity, action_dim)
-        self.reward = torch.zeros(members, capacity)
-        self.next_obs = torch.zeros(members, capacity, obs_dim)
-        self.added = torch.zeros(members, dtype=torch.long)
-
-    def add(self, k: int, obs, action, reward, next_obs) -> None:
-        """Append rows [K, ...] for member k, overwriting the oldest."""
-        pos = (self.added[k] + torch.arange(obs.shape[0])) % self.N
-        for store, rows in ((self.obs, obs), (self.action, action), (self.reward, reward),
-                            (self.next_obs, next_obs)):
-            store[k, pos] = rows.detach().to(store.dtype).cpu()
-        self.added[k] += obs.shape[0]
-
-    def size(self) -> torch.Tensor:
-        return self.added.clamp(max=self.N)
-
-    def sample(self, batch_size: int) -> Batch:
-        idx = (member_rand(self.generators, (batch_size,), "cpu").double()
-               * self.size().unsqueeze(1).double()).long()
-        m = torch.arange(idx.shape[0]).unsqueeze(1)
-        return Batch(obs=self.obs[m, idx], action=self.action[m, idx], reward=self.reward[m, idx],
-                     discount=torch.full(idx.shape, self.gamma), next_obs=self.next_obs[m, idx], index=idx,
-                     weight=torch.ones(idx.shape))
-
-    def state_dict(self) -> dict:
-        return {"obs": self.obs, "action": self.action, "reward": self.reward, "next_obs": self.next_obs,
-                "added": self.added, "generators": torch.stack([g.get_state() for g in self.generators])}
-
-    def load_state_dict(self, state: dict) -> None:
-        for key in ("obs", "action", "reward", "next_obs", "added"):
-            getattr(self, key).copy_(state[key])
-        for g, s in zip(self.generators, state["generators"], strict=True):
-            g.set_state(s.clone())
-
-
 def _sqrt_factor(sigma: torch.Tensor) -> torch.Tensor:
     """S with S S^T = Sigma for each [.., d, d] PSD matrix; fitted covariances of nearly deterministic dynamics
     can have tiny negative eigenvalues, where a Cholesky factorization would fail."""
@@ -177,22 +126,26 @@ def _sqrt_factor(sigma: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------------------
 
 
-class ImaginationAgent(NAFAgent):
-    """NAF plus Algorithm 2: records real episodes through ``observe``, refits models, imagines, mixes.
+class ImaginationAgent(ContinuousAgent):
+    """NAF's head and Q-learning plus Algorithm 2: records real episodes through ``observe``, refits models,
+    imagines into a TransitionReplay (replay.py), mixes minibatches.
 
     Episodes of a fixed-horizon task end together for every member, so the episode record is one tensor per
     episode with the member dimension first; each member's models are fitted to its own episodes only.
     """
+
+    make_head = NAFAgent.make_head
 
     def __init__(self, cfg: ImaginationConfig, obs_shape, frame_stack, action_space, seeds, total_steps,
                  device="cpu"):
         super().__init__(cfg, obs_shape, frame_stack, action_space, seeds, total_steps, device)
         for stream in ("imagine", "ilqg", "model"):
             self.streams[stream] = torch_generators(seeds, stream)
-        self.imagined = ImaginedBuffer(self.M, cfg.imagined_replay_size, self.obs_dim, self.action_dim, cfg.gamma,
-                                       torch_generators(seeds, "imagined-replay"))
+        self.imagined = TransitionReplay(self.M, cfg.imagined_replay_size, self.obs_dim, self.action_dim, cfg.gamma,
+                                         torch_generators(seeds, "imagined-replay"))
         self.horizon: int | None = None  # T, known after the first episode
         self.episodes: list[dict[str, torch.Tensor]] = []  # the last prior_episodes episodes, oldest first
+        self.fitted_episodes: list[dict[str, torch.Tensor]] = []  # B_old: the n episodes of the latest fit
         self.episodes_done = 0
         self.current: dict[str, list[torch.Tensor]] = {"obs": [], "action": [], "reward": []}
         self.real_steps = 0
@@ -221,13 +174,17 @@ class ImaginationAgent(NAFAgent):
     # ------------------------------------------------------------------------------------------ acting
     @torch.no_grad()
     def act(self, obs: torch.Tensor, step: int) -> np.ndarray:
-        """mu(x) + noise (uniform before learning starts), or the iLQG policy in the episodes drawn for it."""
+        """mu(x) + N_t (uniform before learning starts), or, in the episodes drawn for it, the iLQG policy plus
+        the same exploration noise N_t (Gu et al. 2016, Algorithm 2: u_t = pi(x_t) + N_t for either policy)."""
         actions = super().act(obs, step)
         t = len(self.current["obs"])
+        noise = self.explorer.last_noise
         for k in torch.nonzero(self.ilqg_episode).flatten().tolist():
             x = obs[k].to(self.device, torch.float32)
-            u = self.controller[k].sample(t, x, self.streams["ilqg"][k], self.cfg.ilqg_cov_scale)
-            actions[k] = self.clip(u.cpu()).numpy()
+            u = self.controller[k].sample(t, x, self.streams["ilqg"][k], self.cfg.ilqg_cov_scale).cpu()
+            if noise is not None:
+                u = u + self.half_range * noise[k]
+            actions[k] = self.clip(u).numpy()
         return actions
 
     # ------------------------------------------------------------------------------------------ recording
@@ -275,6 +232,7 @@ class ImaginationAgent(NAFAgent):
     def refit(self) -> None:
         """Fit every member's reward model, dynamics and (if used) iLQG controller to its own episodes."""
         c = self.cfg
+        self.fitted_episodes = self.episodes[-c.refit_episodes:]
         self.reward_model, self.controller = [], []
         if c.model == "linear":
             self.dynamics, self.noise_factor = [], []
@@ -298,45 +256,51 @@ class ImaginationAgent(NAFAgent):
     @torch.no_grad()
     def imagine(self) -> None:
         """batch_size rollouts of rollout_length steps per member into the imagined buffer."""
-        for k in range(self.M):
-            self.imagined.add(k, *self.rollouts(k))
+        for k, rows in enumerate(self.rollouts()):
+            self.imagined.add(k, *rows)
 
     @torch.no_grad()
-    def rollouts(self, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Member k's imagined transitions (x, u, r, x') from batch_size start states (x_t, t) drawn from the
-        episodes of the latest fit (B_old), each followed for up to rollout_length steps or to the horizon."""
-        c, gen, T = self.cfg, self.streams["imagine"][k], self.horizon
-        X = self._history(k, c.refit_episodes)[0]
-        n = X.shape[0]
-        pick = (torch.rand(c.batch_size, 2, generator=gen) * torch.tensor([n, T])).long().to(self.device)
-        x, t = X[pick[:, 0], pick[:, 1]], pick[:, 1]
-        p = {name: v[k] for name, v in self.q.params.items()}
-        b = {name: v[k] for name, v in self.q.buffers.items()}
-        low, high = self.low.to(self.device), self.high.to(self.device)
-        sigma = c.noise_sigma * self.half_range.to(self.device)
-        out: list[list[torch.Tensor]] = [[], [], [], []]
+    def rollouts(self) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Each member's imagined transitions (x, u, r, x') from batch_size start states (x_t, t) drawn from the
+        episodes of its latest fit (Algorithm 2's B_old), each followed for up to rollout_length steps or to the
+        horizon. The policy runs for every member at once; each member's models and random numbers are its own."""
+        c, gens, T, dev = self.cfg, self.streams["imagine"], self.horizon, self.device
+        starts, times = [], []
+        for k, gen in enumerate(gens):
+            X = torch.stack([e["X"][k] for e in self.fitted_episodes])
+            pick = (torch.rand(c.batch_size, 2, generator=gen) * torch.tensor([X.shape[0], T])).long()
+            starts.append(X[pick[:, 0], pick[:, 1]])
+            times.append(pick[:, 1])
+        x, t = torch.stack(starts).to(dev), torch.stack(times).to(dev)  # [M, B, dx], [M, B]
+        low, high = self.low.to(dev), self.high.to(dev)
+        sigma = c.noise_sigma * self.half_range.to(dev)
+        out: list[list[list[torch.Tensor]]] = [[[], [], [], []] for _ in range(self.M)]
         for _ in range(c.rollout_length):
             alive = t < T
             if not alive.any():
                 break
-            x, t = x[alive], t[alive]
-            noise = torch.randn(x.shape[0], self.action_dim, generator=gen).to(self.device)
-            u = torch.clamp(self.q.single(p, x, buffers=b, method="greedy") + sigma * noise, low, high)
-            x_next = self.dynamics[k].predict(t, x, u)
-            if c.model == "linear":
-                eps = torch.randn(x.shape[0], self.obs_dim, generator=gen).to(self.device)
-                x_next = x_next + (self.noise_factor[k][t] @ eps.unsqueeze(-1)).squeeze(-1)
-            for rows, value in zip(out, (x, u, self.reward_model[k](x, u), x_next), strict=True):
-                rows.append(value)
+            noise = member_randn(gens, (c.batch_size, self.action_dim), dev)
+            u = torch.clamp(self.head.greedy(x) + sigma * noise, low, high)
+            x_next = torch.empty_like(x)
+            for k in range(self.M):
+                tk = t[k].clamp(max=T - 1)  # rows past the horizon are computed but never kept
+                x_next[k] = self.dynamics[k].predict(tk, x[k], u[k])
+                if c.model == "linear":
+                    eps = torch.randn(c.batch_size, self.obs_dim, generator=gens[k]).to(dev)
+                    x_next[k] += (self.noise_factor[k][tk] @ eps.unsqueeze(-1)).squeeze(-1)
+                keep = alive[k]
+                for rows, value in zip(out[k], (x[k], u[k], self.reward_model[k](x[k], u[k]), x_next[k]),
+                                       strict=True):
+                    rows.append(value[keep])
             x, t = x_next, t + 1
-        return tuple(torch.cat(rows) for rows in out)
+        return [tuple(torch.cat(rows) for rows in member) for member in out]
 
     # ------------------------------------------------------------------------------------------ learning
-    def sample_batch(self, replay: ReplayBuffer) -> Batch:
+    def sample_batch(self, replay: ReplayBuffer, step: int) -> Batch:
         """A minibatch with imagined_fraction of its rows from the imagined buffer while imagining."""
         n_imagined = round(self.cfg.imagined_fraction * self.cfg.batch_size)
         if not self.imagining() or n_imagined == 0 or bool((self.imagined.size() == 0).any()):
-            return super().sample_batch(replay)
+            return super().sample_batch(replay, step)
         imagined = self.imagined.sample(n_imagined)
         if n_imagined == self.cfg.batch_size:
             return imagined
@@ -352,6 +316,7 @@ class ImaginationAgent(NAFAgent):
         state["imagination"] = {
             "imagined": self.imagined.state_dict(), "horizon": self.horizon, "episodes": self.episodes,
             "episodes_done": self.episodes_done, "current": self.current, "real_steps": self.real_steps,
+            "fitted_episodes": self.fitted_episodes,
             "dynamics": [m.state_dict() if nn_models else dataclasses.asdict(m) for m in self.dynamics],
             "noise_factor": self.noise_factor, "reward_model": [dataclasses.asdict(r) for r in self.reward_model],
             "controller": [dataclasses.asdict(ctl) for ctl in self.controller], "ilqg_episode": self.ilqg_episode}
@@ -364,6 +329,7 @@ class ImaginationAgent(NAFAgent):
         self.horizon, self.episodes, self.episodes_done = s["horizon"], list(s["episodes"]), int(s["episodes_done"])
         self.current = {key: list(v) for key, v in s["current"].items()}
         self.real_steps = int(s["real_steps"])
+        self.fitted_episodes = list(s["fitted_episodes"])
         if self.cfg.model == "nn":
             for model, weights in zip(self.dynamics, s["dynamics"], strict=True):
                 model.load_state_dict(weights)

@@ -10,7 +10,7 @@ u = mu(x). Hence argmax_u Q = mu(x) and max_u Q = V(x) in closed form: the max i
 exact and costs one forward pass (Levine, CS 285, "option 2: a function class that is easy to maximize").
 
 The file reads top to bottom: the quadratic head, the network (torso and head), then the agent, Q-learning
-with that network (Gu et al. 2016, Algorithm 1), on the shared continuous-action machinery of continuous.py.
+(qlearning.py) with that network (Gu et al. 2016, Algorithm 1).
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from algorithms.continuous import ContinuousConfig, ContinuousQAgent, validate_common
-from algorithms.members import apply_grads, member_grads, polyak_update
-from algorithms.replay import Batch
+from algorithms.continuous import RENAMED, ContinuousAgent, ContinuousConfig, validate_common  # noqa: F401
+from algorithms.members import batch_members
+from algorithms.qlearning import Head
 
 # ---------------------------------------------------------------------------------------------------------
 # The quadratic head
@@ -33,11 +33,12 @@ DIAGONALS = ("exp", "softplus")
 
 
 class NAFHead(nn.Module):
-    """Features h -> V(h), mu(h), L(h): a Q-head with the interface of a discrete Q-head.
+    """Features h -> V(h), mu(h), L(h): Q of an action, the maximizing action and the maximal value.
 
-    The interface shared with discrete heads is ``evaluate(h, u)`` (Q of a given action), ``greedy(h)``
-    (the maximizing action) and ``q_max(h)`` (the maximal value). Inputs may carry any leading batch
-    dimensions; ``u`` has the same leading dimensions as ``h``.
+    ``evaluate(h, u)`` (Q of a given action), ``greedy(h)`` (the maximizing action) and ``q_max(h)`` (the
+    maximal value) are what the Q-learner's heads offer (qlearning.Head; ``QuadraticHead`` below wraps this
+    network for the learner). Inputs may carry any leading batch dimensions (the member axis included); ``u``
+    has the same leading dimensions as ``h``.
 
     action_low, action_high: bounds of the action box. Given, mu = centre + half_range * tanh(.), so the
         greedy action is always admissible (the squashing of DDPG's actor, Lillicrap et al. 2016, Sec. 7)
@@ -92,7 +93,7 @@ class NAFHead(nn.Module):
         raw_diag, off = entries[..., :n], entries[..., n:]
         diag = torch.exp(raw_diag) if self.diagonal == "exp" else nn.functional.softplus(raw_diag)
         # Placing the off-diagonal entries with a constant 0/1 matrix (instead of index assignment) keeps
-        # the head a pure function that vmap and functional_call can trace.
+        # the head a pure function of its input, whatever its leading dimensions.
         rows, cols = torch.tril_indices(n, n, offset=-1, device=h.device)
         place = torch.zeros(off.shape[-1], n * n, dtype=h.dtype, device=h.device)
         place[torch.arange(off.shape[-1], device=h.device), rows * n + cols] = 1
@@ -174,7 +175,7 @@ class NAFNetwork(nn.Module):
 class NAFConfig(ContinuousConfig):
     """NAF hyperparameters: the shared continuous-action settings with Gu et al. 2016's values (Sec. 6)."""
 
-    updates_per_step: int = 5
+    updates_per_step: float = 5.0
     """Gradient updates per environment step: I = 5 (Gu et al. 2016, Algorithm 1 and the Appendix's settings)."""
     lr: float = 1e-3
     """Adam learning rate: the middle of Gu et al. 2016's sweep {1e-4, 1e-3, 1e-2} (Sec. 6); the choice is ours."""
@@ -193,42 +194,37 @@ def validate(cfg: NAFConfig) -> list[str]:
     return errors
 
 
-class NAFAgent(ContinuousQAgent):
-    """One NAF network per member and its Polyak-averaged target (Algorithm 1).
+class QuadraticHead(Head):
+    """The learner's head for NAF networks: q = Q(x, u), greedy = mu(x), q_max = V(x), all exact."""
 
-    y = r + gamma V'(x') (the exact max of the target's Q), loss 1/N sum (y - Q(x, u))^2, I updates per
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def q(self, obs, action):
+        return self.net(obs, action)
+
+    def greedy(self, obs, gens=None):
+        return self.net.greedy(obs)
+
+    def q_max(self, obs, gens=None):
+        return self.net.value(obs)
+
+
+class NAFAgent(ContinuousAgent):
+    """Q-learning (qlearning.py) with the quadratic head: Gu et al. 2016, Algorithm 1.
+
+    y = r + gamma V'(x') (the exact max of the target's Q), loss 1/2 (y - Q(x, u))^2, I updates per
     environment step, the target updated after each. The greedy action mu(x) is squashed into the action box
     (see NAFHead), so exploration noise is added to an admissible action and the sum clipped to the box.
     """
 
-    def __init__(self, cfg: NAFConfig, obs_shape, frame_stack, action_space, seeds, total_steps, device="cpu"):
-        super().__init__(cfg, obs_shape, frame_stack, action_space, seeds, total_steps, device)
-        self.q = self.add_net("q", lambda: NAFNetwork(self.obs_dim, self.action_dim, cfg.hidden, cfg.batch_norm,
-                                                      action_space.low, action_space.high, cfg.diagonal), cfg.lr)
-
-    @torch.no_grad()
-    def greedy(self, obs: torch.Tensor, gens=None) -> torch.Tensor:
-        """mu(x) [M, B, du], the exact argmax of Q (no search, so no random numbers)."""
-        return self.q(obs, method="greedy")
-
-    @torch.no_grad()
-    def value_estimate(self, obs: torch.Tensor) -> torch.Tensor:
-        """V(x) = max_u Q(x, u) [M, B], exact."""
-        return self.q(obs.to(self.device, torch.float32), method="value")
-
-    def _loss(self, p, buffers, obs, action, y):
-        """One member's loss 1/N sum (y - Q(x, u))^2 (Gu et al. 2016, Algorithm 1)."""
-        q = self.q.single(p, obs, action, buffers=buffers)
-        return (q - y).pow(2).mean(), q.detach().mean()
-
-    def update(self, b: Batch) -> dict[str, torch.Tensor]:
-        with torch.no_grad():
-            y = b.reward + b.discount * self.q.call(self.targets["q"], b.next_obs, method="value")
-        with self.train_mode("q"):
-            grads, loss, q_mean = member_grads(self._loss, self.q.params, self.q.buffers, b.obs, b.action, y)
-        apply_grads(self.opts["q"], self.q.params, grads)
-        polyak_update(self.targets["q"], self.q.params, self.cfg.polyak_tau)
-        return {"td_loss": loss.detach(), "q_batch_mean": q_mean}
+    def make_head(self, obs_shape, frame_stack, action_space, seeds) -> QuadraticHead:
+        c = self.cfg
+        net = batch_members(lambda: NAFNetwork(self.obs_dim, self.action_dim, c.hidden, c.batch_norm,
+                                               action_space.low, action_space.high, c.diagonal),
+                            seeds, self.device, stream="init/q")
+        return QuadraticHead(net)
 
 
 Config = NAFConfig

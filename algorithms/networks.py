@@ -1,4 +1,8 @@
-"""Networks written for one member (the member axis stacks them; see members.py)."""
+"""Networks written for one member; members.batch_members fuses M of them into member-batched layers.
+
+Forward code uses only operations that ignore leading dimensions (flatten the trailing ones, concatenate and
+reduce on the last), so the same code runs on [B, ...] for one member and on [M, B, ...] for M members.
+"""
 
 from __future__ import annotations
 
@@ -34,34 +38,40 @@ class NatureTorso(nn.Module):
             nn.Conv2d(in_channels, 32, 8, stride=4), nn.ReLU(),
             nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
             nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(),
-            nn.Flatten(),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x.float() / 255.0)
+        return self.net(x.float() / 255.0).flatten(-3)
 
 
 class MLPTorso(nn.Module):
-    def __init__(self, in_features: int, hidden: Sequence[int]):
+    """An MLP on observations whose last ``input_dims`` dimensions are one input (e.g. a stack of vectors)."""
+
+    def __init__(self, in_features: int, hidden: Sequence[int], input_dims: int = 1):
         super().__init__()
         self.net = mlp(in_features, hidden, None)
         self.out_features = hidden[-1] if hidden else in_features
+        self.input_dims = input_dims
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x.float().flatten(1))
+        return self.net(x.float().flatten(-self.input_dims))
 
 
 class QNetwork(nn.Module):
     """A torso and a discrete Q-head, plain or dueling, each with one hidden layer of head_width units.
 
     Plain: Q = W2 relu(W1 h). Dueling (Wang et al. 2016, eq. 9): a value stream and an advantage stream of
-    the same shape, Q(s, a) = V(s) + A(s, a) - mean_a' A(s, a').
+    the same shape, Q(s, a) = V(s) + A(s, a) - mean_a' A(s, a'). ``dueling_grad_scale`` multiplies the gradient
+    entering the torso's last layer from the two streams: Wang et al. 2016 (Sec. 4.2) "rescale the combined
+    gradient entering the last convolutional layer by 1/sqrt(2)"; 1 leaves it alone.
     """
 
-    def __init__(self, torso: nn.Module, num_actions: int, head_width: int, dueling: bool = False):
+    def __init__(self, torso: nn.Module, num_actions: int, head_width: int, dueling: bool = False,
+                 dueling_grad_scale: float = 1.0):
         super().__init__()
         self.torso = torso
         self.dueling = dueling
+        self.dueling_grad_scale = dueling_grad_scale
         width = torso.out_features
         if dueling:
             self.value = mlp(width, [head_width], 1)
@@ -73,7 +83,22 @@ class QNetwork(nn.Module):
         h = self.torso(x)
         if not self.dueling:
             return self.head(h)
+        if self.dueling_grad_scale != 1.0 and h.requires_grad:
+            h = ScaleGrad.apply(h, self.dueling_grad_scale)
         return dueling_aggregate(self.value(h), self.advantage(h))
+
+
+class ScaleGrad(torch.autograd.Function):
+    """Identity forward; the gradient flowing back is multiplied by ``scale``."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scale: float) -> torch.Tensor:
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad * ctx.scale, None
 
 
 def dueling_aggregate(value: torch.Tensor, advantage: torch.Tensor) -> torch.Tensor:
@@ -82,15 +107,17 @@ def dueling_aggregate(value: torch.Tensor, advantage: torch.Tensor) -> torch.Ten
 
 
 def make_q_network(obs_shape: Sequence[int], frame_stack: int, num_actions: int, hidden: Sequence[int],
-                   dueling: bool) -> QNetwork:
+                   dueling: bool, dueling_grad_scale: float = 1.0) -> QNetwork:
     """Pixels (2-D frames) get the Nature CNN and a 512-unit head (Mnih et al. 2015); vectors get an MLP
     whose last hidden layer is the head's."""
     if len(obs_shape) == 2:
-        return QNetwork(NatureTorso(in_channels=frame_stack), num_actions, 512, dueling)
+        return QNetwork(NatureTorso(in_channels=frame_stack), num_actions, 512, dueling, dueling_grad_scale)
     if not hidden:
         raise ValueError("hidden must list at least one layer width")
     features = int(torch.tensor(obs_shape).prod()) * frame_stack
-    return QNetwork(MLPTorso(features, hidden[:-1]), num_actions, hidden[-1], dueling)
+    input_dims = len(obs_shape) + (1 if frame_stack > 1 else 0)
+    return QNetwork(MLPTorso(features, hidden[:-1], input_dims), num_actions, hidden[-1], dueling,
+                    dueling_grad_scale)
 
 
 # ---------------------------------------------------------------------------------------------------------

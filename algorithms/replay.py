@@ -120,6 +120,7 @@ class ReplayBuffer:
         # flags: bit 0 terminal, bit 1 episode end, bit 2 valid (row has an action), bit 3 episode start
         self.flags = torch.zeros(members, capacity, dtype=torch.uint8, device=dev)
         self.added = torch.zeros(members, dtype=torch.long, device=dev)  # rows ever written, per member
+        self._members_column = torch.arange(members, device=dev).unsqueeze(1)
         self._next_start = torch.ones(members, dtype=torch.bool, device=dev)
         if sampler != "uniform":
             self.tree = SumTree(members, capacity, dev)
@@ -227,18 +228,31 @@ class ReplayBuffer:
         return bool((self.size() > 0).all())
 
     def _uniform_indices(self, batch_size: int) -> torch.Tensor:
+        """Uniform over the sampleable rows that hold an action. Episode-final rows (no action) are rejected:
+        each member draws half again as many candidates as it needs and keeps the first valid ones, so the
+        common case costs one draw for all members; a member short of valid candidates draws again from its
+        own stream only."""
         lo, hi = self._window(self.added)
         span = (hi - lo + 1).unsqueeze(1).to(torch.float64)
-        idx = lo.unsqueeze(1) + (member_rand(self.generators, (batch_size,), self.device).double() * span).long()
-        # episode-final rows hold no action: redraw them, each member from its own stream only
+        extra = batch_size + batch_size // 2
+        cand = lo.unsqueeze(1) + (member_rand(self.generators, (extra,), self.device).double() * span).long()
+        valid = (self.flags.gather(1, cand % self.N) & 4) > 0
+        # stable order: valid candidates first, each group in draw order
+        order = torch.argsort((~valid).to(torch.uint8), dim=1, stable=True)[:, :batch_size]
+        idx = cand.gather(1, order)
+        short = valid.sum(1) < batch_size
+        for k in torch.nonzero(short).flatten().tolist():
+            idx[k] = self._redraw_member(k, batch_size, lo[k], span[k], cand[k][valid[k]])
+        return idx
+
+    def _redraw_member(self, k: int, batch_size: int, lo: torch.Tensor, span: torch.Tensor,
+                       kept: torch.Tensor) -> torch.Tensor:
         for _ in range(1000):
-            bad = (self.flags.gather(1, idx % self.N) & 4) == 0
-            if not bad.any():
-                return idx
-            for k in torch.nonzero(bad.any(1)).flatten().tolist():
-                u = torch.rand(batch_size, generator=self.generators[k], device=self.generators[k].device)
-                redraw = lo[k] + (u.to(self.device).double() * span[k]).long()
-                idx[k] = torch.where(bad[k], redraw, idx[k])
+            u = torch.rand(batch_size, generator=self.generators[k], device=self.generators[k].device)
+            cand = lo + (u.to(self.device).double() * span).long()
+            kept = torch.cat([kept, cand[(self.flags[k, cand % self.N] & 4) > 0]])
+            if len(kept) >= batch_size:
+                return kept[:batch_size]
         raise RuntimeError("replay holds no valid transition to sample")
 
     def _prioritized_indices(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -272,6 +286,8 @@ class ReplayBuffer:
     def _stack(self, idx: torch.Tensor) -> torch.Tensor:
         """Frame stacks ending at logical rows idx [M, B]: frames before the episode's start are zeros."""
         k = self.frame_stack
+        if k == 1:
+            return self.frames[self._members_column, idx % self.N]
         rows = (idx.unsqueeze(-1) - torch.arange(k - 1, -1, -1, device=self.device)) % self.N  # [M,B,k] old->new
         m = torch.arange(self.M, device=self.device).view(-1, 1, 1)
         frames = self.frames[m, rows]
@@ -284,6 +300,8 @@ class ReplayBuffer:
         return frames * keep.view(*keep.shape, *([1] * (frames.dim() - 3))).to(frames.dtype)
 
     def _gather(self, idx: torch.Tensor, weight: torch.Tensor) -> Batch:
+        if self.n_step == 1:
+            return self._gather_one_step(idx, weight)
         n, m_ix = self.n_step, torch.arange(self.M, device=self.device).unsqueeze(1)
         steps = idx.unsqueeze(-1) + torch.arange(n, device=self.device)  # [M, B, n]
         phys = steps % self.N
@@ -302,6 +320,17 @@ class ReplayBuffer:
         return Batch(obs=self._stack(idx), action=self.actions[m_ix, idx % self.N].long()
                      if not self.actions.is_floating_point() else self.actions[m_ix, idx % self.N],
                      reward=reward, discount=discount, next_obs=self._stack(idx + m_steps), index=idx,
+                     weight=weight)
+
+    def _gather_one_step(self, idx: torch.Tensor, weight: torch.Tensor) -> Batch:
+        """_gather for n = 1, with fewer operations: the bootstrap row is the next one, whatever the flags."""
+        m_ix = self._members_column
+        phys = idx % self.N
+        flags = self.flags[m_ix, phys]
+        discount = torch.where((flags & 1) > 0, 0.0, self.gamma)
+        action = self.actions[m_ix, phys]
+        return Batch(obs=self._stack(idx), action=action if action.is_floating_point() else action.long(),
+                     reward=self.rewards[m_ix, phys], discount=discount, next_obs=self._stack(idx + 1), index=idx,
                      weight=weight)
 
     # ----------------------------------------------------------------------------------------- priorities
@@ -363,6 +392,53 @@ class ReplayBuffer:
         if self.sampler != "uniform":
             total += self.raw.element_size() + self.tree.nodes.element_size() * 2 * self.tree.leaves / self.N
         return float(total)
+
+
+class TransitionReplay:
+    """Uniform replay of one-step transitions (x, u, r, x') per member, each added whole: tensors [M, N, ...].
+
+    Imagination rollouts keep their imagined transitions here (Gu et al. 2016, Algorithm 2's R_f), apart from
+    the real replay. Every row bootstraps with discount gamma (fixed-horizon tasks have no terminal states).
+    Member k writes and samples row k only, drawing from its own generator.
+    """
+
+    def __init__(self, members: int, capacity: int, obs_dim: int, action_dim: int, gamma: float,
+                 generators: Sequence[torch.Generator]):
+        self.N, self.gamma, self.generators = capacity, gamma, list(generators)
+        self.obs = torch.zeros(members, capacity, obs_dim)
+        self.action = torch.zeros(members, capacity, action_dim)
+        self.reward = torch.zeros(members, capacity)
+        self.next_obs = torch.zeros(members, capacity, obs_dim)
+        self.added = torch.zeros(members, dtype=torch.long)
+
+    def add(self, k: int, obs, action, reward, next_obs) -> None:
+        """Append rows [K, ...] for member k, overwriting the oldest."""
+        pos = (self.added[k] + torch.arange(obs.shape[0])) % self.N
+        for store, rows in ((self.obs, obs), (self.action, action), (self.reward, reward),
+                            (self.next_obs, next_obs)):
+            store[k, pos] = rows.detach().to(store.dtype).cpu()
+        self.added[k] += obs.shape[0]
+
+    def size(self) -> torch.Tensor:
+        return self.added.clamp(max=self.N)
+
+    def sample(self, batch_size: int) -> Batch:
+        idx = (member_rand(self.generators, (batch_size,), "cpu").double()
+               * self.size().unsqueeze(1).double()).long()
+        m = torch.arange(idx.shape[0]).unsqueeze(1)
+        return Batch(obs=self.obs[m, idx], action=self.action[m, idx], reward=self.reward[m, idx],
+                     discount=torch.full(idx.shape, self.gamma), next_obs=self.next_obs[m, idx], index=idx,
+                     weight=torch.ones(idx.shape))
+
+    def state_dict(self) -> dict:
+        return {"obs": self.obs, "action": self.action, "reward": self.reward, "next_obs": self.next_obs,
+                "added": self.added, "generators": torch.stack([g.get_state() for g in self.generators])}
+
+    def load_state_dict(self, state: dict) -> None:
+        for key in ("obs", "action", "reward", "next_obs", "added"):
+            getattr(self, key).copy_(state[key])
+        for g, s in zip(self.generators, state["generators"], strict=True):
+            g.set_state(s.clone())
 
 
 def anneal(start: float, end: float, fraction: float) -> float:

@@ -5,10 +5,10 @@ target and in the greedy policy is approximated by the best of sampled actions, 
 ("not very accurate ... but do we care?") or the cross-entropy method, "works OK, for up to about 40
 dimensions". QT-Opt (Kalashnikov et al. 2018) uses CEM for both the target and the policy.
 
-Both functions search, for each of B states at once, for the best action; they are written for one member.
-q_fn(x, u) takes x [B, K, obs_dim] (a broadcast view of the states: call ``.reshape`` rather than ``.view``
-on it) and u [B, K, action_dim] and returns Q [B, K]. Gradients flow through q_fn if enabled: wrap calls that
-build targets in torch.no_grad().
+The searches look, for each of B states of each of M members at once, for the best action; ``sampled_max``
+and ``cem_max`` are their one-member forms. q_fn(x, u) takes x [M, B, K, obs_dim] (a broadcast view of the
+states: call ``.reshape`` rather than ``.view`` on it) and u [M, B, K, action_dim] and returns Q [M, B, K].
+Gradients flow through q_fn if enabled: wrap calls that build targets in torch.no_grad().
 
 Below them, ``SampledQAgent`` is Q-learning with a critic Q(x, u) whose max, in the target and when acting,
 is one of these searches (``maximizer`` = uniform | cem).
@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from algorithms.continuous import ContinuousConfig, ContinuousQAgent, validate_common
-from algorithms.members import apply_grads, member_grads, polyak_update, torch_generators
+from algorithms.continuous import RENAMED, ContinuousAgent, ContinuousConfig, validate_common  # noqa: F401
+from algorithms.members import batch_members
 from algorithms.networks import StateActionCritic
-from algorithms.replay import Batch
+from algorithms.qlearning import Head
 
 QFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Bounds = Sequence[float] | torch.Tensor
@@ -39,36 +39,43 @@ def _box(low: Bounds, high: Bounds, x: torch.Tensor) -> tuple[torch.Tensor, torc
 
 
 def _evaluate(q_fn: QFunction, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    batch, k = u.shape[:2]
-    q = q_fn(x.unsqueeze(1).expand(batch, k, x.shape[-1]), u)
-    if q.shape != (batch, k):
-        raise ValueError(f"q_fn must return [B, K] = {(batch, k)}, got {tuple(q.shape)}")
+    """Q [M, B, K] of actions u [M, B, K, du] at states x [M, B, dx]."""
+    q = q_fn(x.unsqueeze(2).expand(*u.shape[:3], x.shape[-1]), u)
+    if q.shape != u.shape[:3]:
+        raise ValueError(f"q_fn must return {tuple(u.shape[:3])}, got {tuple(q.shape)}")
     return q
 
 
 def _pick(u: torch.Tensor, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    best_q, i = q.max(dim=1)
-    best_u = u.gather(1, i.view(-1, 1, 1).expand(-1, 1, u.shape[-1])).squeeze(1)
+    best_q, i = q.max(dim=2)
+    best_u = u.gather(2, i[..., None, None].expand(*i.shape, 1, u.shape[-1])).squeeze(2)
     return best_u, best_q
 
 
-def sampled_max(q_fn: QFunction, x: torch.Tensor, low: Bounds, high: Bounds, n: int,
-                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Best of n actions drawn uniformly from the box [low, high], for each state of x [B, obs_dim].
+def _draw(gens: Sequence[torch.Generator], shape: Sequence[int], like: torch.Tensor, normal: bool) -> torch.Tensor:
+    """[M, *shape] numbers, member k's from gens[k] only, in like's dtype and device."""
+    draw = torch.randn if normal else torch.rand
+    return torch.stack([draw(tuple(shape), generator=g, device=g.device, dtype=like.dtype) for g in gens]).to(
+        like.device)
 
-    Returns (best_u [B, action_dim], best_q [B]). Uses n Q evaluations per state.
+
+def member_sampled_max(q_fn: QFunction, x: torch.Tensor, low: Bounds, high: Bounds, n: int,
+                       gens: Sequence[torch.Generator]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Best of n actions drawn uniformly from the box [low, high], for each state of x [M, B, obs_dim], member
+    k drawing from gens[k]; q_fn(x [M, B, K, dx], u [M, B, K, du]) -> [M, B, K].
+
+    Returns (best_u [M, B, action_dim], best_q [M, B]). Uses n Q evaluations per state.
     """
     low_t, high_t = _box(low, high, x)
-    r = torch.rand((x.shape[0], n, low_t.numel()), generator=generator, device=generator.device,
-                   dtype=x.dtype).to(x.device)
-    u = low_t + (high_t - low_t) * r
+    u = low_t + (high_t - low_t) * _draw(gens, (x.shape[1], n, low_t.numel()), x, normal=False)
     return _pick(u, _evaluate(q_fn, x, u))
 
 
-def cem_max(q_fn: QFunction, x: torch.Tensor, low: Bounds, high: Bounds, *, generator: torch.Generator,
-            iterations: int = 2, population: int = 64, elites: int = 6,
-            init_std: Bounds | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cross-entropy method: sample a diagonal Gaussian, refit it to the elites, repeat.
+def member_cem_max(q_fn: QFunction, x: torch.Tensor, low: Bounds, high: Bounds, *, gens: Sequence[torch.Generator],
+                   iterations: int = 2, population: int = 64, elites: int = 6,
+                   init_std: Bounds | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy method for each state of x [M, B, obs_dim]: sample a diagonal Gaussian, refit it to the
+    elites, repeat; member k draws from gens[k]; q_fn as in member_sampled_max.
 
     iterations, population, elites: 2, 64, 6, QT-Opt's CEM (Kalashnikov et al. 2018: two iterations of
         64 samples, the Gaussian refit to the best 6).
@@ -76,35 +83,55 @@ def cem_max(q_fn: QFunction, x: torch.Tensor, low: Bounds, high: Bounds, *, gene
         the box centre, so the first population spreads over the whole box.
     Samples outside the box are clipped onto it (ours: keeps every evaluated action admissible).
     Returns the best evaluated sample over all iterations (ours, rather than the final mean, so that
-    best_q is a value Q actually took): (best_u [B, action_dim], best_q [B]).
+    best_q is a value Q actually took): (best_u [M, B, action_dim], best_q [M, B]).
     Uses iterations * population Q evaluations per state.
     """
     if iterations < 1 or not 1 <= elites <= population:
         raise ValueError(f"need iterations >= 1 and 1 <= elites <= population, got iterations={iterations}, "
                          f"elites={elites}, population={population}")
     low_t, high_t = _box(low, high, x)
-    batch, dim = x.shape[0], low_t.numel()
-    mean = ((low_t + high_t) / 2).expand(batch, dim)
+    lead, dim = x.shape[:2], low_t.numel()
+    mean = ((low_t + high_t) / 2).expand(*lead, dim)
     if init_std is None:
-        std = ((high_t - low_t) / 2).expand(batch, dim)
+        std = ((high_t - low_t) / 2).expand(*lead, dim)
     else:
-        std = torch.as_tensor(init_std, dtype=x.dtype, device=x.device).expand(batch, dim)
+        std = torch.as_tensor(init_std, dtype=x.dtype, device=x.device).expand(*lead, dim)
     best_u = mean.clone()
-    best_q = torch.full((batch,), -torch.inf, dtype=x.dtype, device=x.device)
+    best_q = torch.full(lead, -torch.inf, dtype=x.dtype, device=x.device)
     for _ in range(iterations):
-        eps = torch.randn((batch, population, dim), generator=generator, device=generator.device,
-                          dtype=x.dtype).to(x.device)
-        u = torch.clamp(mean.unsqueeze(1) + std.unsqueeze(1) * eps, low_t, high_t)
+        eps = _draw(gens, (lead[1], population, dim), x, normal=True)
+        u = torch.clamp(mean.unsqueeze(2) + std.unsqueeze(2) * eps, low_t, high_t)
         q = _evaluate(q_fn, x, u)
-        top_q, top_i = q.topk(elites, dim=1)
-        elite_u = u.gather(1, top_i.unsqueeze(-1).expand(-1, -1, dim))
+        top_q, top_i = q.topk(elites, dim=2)
+        elite_u = u.gather(2, top_i.unsqueeze(-1).expand(*top_i.shape, dim))
         # Maximum-likelihood refit of the Gaussian to the elites (the cross-entropy update).
-        mean = elite_u.mean(dim=1)
-        std = elite_u.std(dim=1, correction=0)
-        better = top_q[:, 0] > best_q
-        best_u = torch.where(better.unsqueeze(-1), elite_u[:, 0], best_u)
-        best_q = torch.where(better, top_q[:, 0], best_q)
+        mean = elite_u.mean(dim=2)
+        std = elite_u.std(dim=2, correction=0)
+        better = top_q[..., 0] > best_q
+        best_u = torch.where(better.unsqueeze(-1), elite_u[..., 0, :], best_u)
+        best_q = torch.where(better, top_q[..., 0], best_q)
     return best_u, best_q
+
+
+def _one_member(q_fn: QFunction) -> QFunction:
+    return lambda x, u: q_fn(x[0], u[0]).unsqueeze(0)
+
+
+def sampled_max(q_fn: QFunction, x: torch.Tensor, low: Bounds, high: Bounds, n: int,
+                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """member_sampled_max for one member: x [B, obs_dim], q_fn(x [B, K, dx], u [B, K, du]) -> [B, K];
+    returns (best_u [B, action_dim], best_q [B])."""
+    u, q = member_sampled_max(_one_member(q_fn), x.unsqueeze(0), low, high, n, [generator])
+    return u[0], q[0]
+
+
+def cem_max(q_fn: QFunction, x: torch.Tensor, low: Bounds, high: Bounds, *, generator: torch.Generator,
+            iterations: int = 2, population: int = 64, elites: int = 6,
+            init_std: Bounds | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """member_cem_max for one member (shapes as in sampled_max)."""
+    u, q = member_cem_max(_one_member(q_fn), x.unsqueeze(0), low, high, gens=[generator], iterations=iterations,
+                          population=population, elites=elites, init_std=init_std)
+    return u[0], q[0]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -151,63 +178,48 @@ def validate(cfg: SampledQConfig) -> list[str]:
     return errors
 
 
-class SampledQAgent(ContinuousQAgent):
-    """A critic Q(x, u) per member and its Polyak-averaged target; every max over actions is a search.
+class SearchHead(Head):
+    """A critic Q(x, u) whose max over the action box is a stochastic search (``maximizer``), batched over
+    members, each member drawing from its own generator."""
 
-    Searches draw their random numbers per member (streams ``act`` when acting, ``target`` in updates,
-    ``value`` for value estimates), so each member is searched on its own: a loop over members around the
-    batched search, outside any gradient.
-    """
+    def __init__(self, critic, cfg: SampledQConfig, low: torch.Tensor, high: torch.Tensor):
+        super().__init__()
+        self.critic, self.cfg = critic, cfg
+        self.register_buffer("low", low.clone())
+        self.register_buffer("high", high.clone())
 
-    def __init__(self, cfg: SampledQConfig, obs_shape, frame_stack, action_space, seeds, total_steps,
-                 device="cpu"):
-        super().__init__(cfg, obs_shape, frame_stack, action_space, seeds, total_steps, device)
-        for stream in ("target", "value"):
-            self.streams[stream] = torch_generators(seeds, stream)
-        self.q = self.add_net("q", lambda: StateActionCritic(self.obs_dim, self.action_dim, cfg.hidden, 0,
-                                                             cfg.batch_norm), cfg.lr)
+    def q(self, obs, action):
+        return self.critic(obs, action)
 
     @torch.no_grad()
-    def maximize(self, params, obs: torch.Tensor, gens) -> tuple[torch.Tensor, torch.Tensor]:
-        """(argmax [M, B, du], max [M, B]) of each member's Q(x, .) over the action box, by search."""
-        c, low, high = self.cfg, self.low.to(self.device), self.high.to(self.device)
-        best_u, best_q = [], []
-        for k in range(self.M):
-            p = {n: t[k] for n, t in params.items()}
-            b = {n: t[k] for n, t in self.q.buffers.items()}
+    def search(self, obs: torch.Tensor, gens) -> tuple[torch.Tensor, torch.Tensor]:
+        """(argmax [M, B, du], max [M, B]) of each member's Q(x, .) over the action box."""
+        c = self.cfg
+        if c.maximizer == "uniform":
+            return member_sampled_max(self.critic, obs, self.low, self.high, c.num_samples, gens)
+        return member_cem_max(self.critic, obs, self.low, self.high, gens=gens, iterations=c.cem_iterations,
+                              population=c.cem_population, elites=c.cem_elites)
 
-            def q_fn(x, u, p=p, b=b):
-                flat = self.q.single(p, x.reshape(-1, x.shape[-1]), u.reshape(-1, u.shape[-1]), buffers=b)
-                return flat.reshape(u.shape[:2])
+    def greedy(self, obs, gens=None):
+        return self.search(obs, gens)[0]
 
-            if c.maximizer == "uniform":
-                u, q = sampled_max(q_fn, obs[k], low, high, c.num_samples, gens[k])
-            else:
-                u, q = cem_max(q_fn, obs[k], low, high, generator=gens[k], iterations=c.cem_iterations,
-                               population=c.cem_population, elites=c.cem_elites)
-            best_u.append(u)
-            best_q.append(q)
-        return torch.stack(best_u), torch.stack(best_q)
+    def q_max(self, obs, gens=None):
+        """The searched max_u Q(x, u) (a lower bound on the true max of the network)."""
+        return self.search(obs, gens)[1]
 
-    def greedy(self, obs: torch.Tensor, gens) -> torch.Tensor:
-        return self.maximize(self.q.params, obs, gens)[0]
 
-    def value_estimate(self, obs: torch.Tensor) -> torch.Tensor:
-        """The searched max_u Q(x, u) [M, B] (a lower bound on the true max of the network)."""
-        return self.maximize(self.q.params, obs.to(self.device, torch.float32), self.streams["value"])[1]
+class SampledQAgent(ContinuousAgent):
+    """Q-learning (qlearning.py) with a critic Q(x, u) and a searched max.
 
-    def _loss(self, p, buffers, obs, action, y):
-        """One member's loss 1/N sum (y - Q(x, u))^2."""
-        q = self.q.single(p, obs, action, buffers=buffers)
-        return (q - y).pow(2).mean(), q.detach().mean()
+    Searches draw their random numbers per member (streams ``act`` when acting, ``target`` in updates,
+    ``value`` for value estimates), so each member is searched on its own random numbers.
+    """
 
-    def update(self, b: Batch) -> dict[str, torch.Tensor]:
-        y = b.reward + b.discount * self.maximize(self.targets["q"], b.next_obs, self.streams["target"])[1]
-        with self.train_mode("q"):
-            grads, loss, q_mean = member_grads(self._loss, self.q.params, self.q.buffers, b.obs, b.action, y)
-        apply_grads(self.opts["q"], self.q.params, grads)
-        polyak_update(self.targets["q"], self.q.params, self.cfg.polyak_tau)
-        return {"td_loss": loss.detach(), "q_batch_mean": q_mean}
+    def make_head(self, obs_shape, frame_stack, action_space, seeds) -> SearchHead:
+        c = self.cfg
+        critic = batch_members(lambda: StateActionCritic(self.obs_dim, self.action_dim, c.hidden, 0, c.batch_norm),
+                               seeds, self.device, stream="init/q")
+        return SearchHead(critic, c, self.low.to(self.device), self.high.to(self.device))
 
 
 Config = SampledQConfig

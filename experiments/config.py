@@ -148,6 +148,8 @@ def build(algo: str, env: str, seeds: list[int], steps: int, sets: list[str], de
                 run_values[key] = _parse(raw, str(run_fields[key].type), key)
             except ConfigError as e:
                 errors.append(str(e))
+        elif key in getattr(mod, "RENAMED", {}):
+            errors.append(f"--set {key}: renamed; use {mod.RENAMED[key]}")
         else:
             errors.append(f"--set {key}: unknown key for {algo}; valid: "
                           f"{', '.join(sorted(algo_fields) + sorted(run_fields))}")

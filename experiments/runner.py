@@ -1,18 +1,9 @@
 """The runner: owns environments, the train/eval loop, checkpoints and metric rows (Dopamine's split).
 
-An agent only acts and learns. The interface every family implements (see algorithms/dqn.py):
-- ``Agent(cfg, obs_shape, frame_stack, action, seeds, total_steps, device)``: ``action`` is the number of
-  actions for a discrete space, the gymnasium Box for a continuous one;
-- ``make_replay(frame_shape, frame_dtype, frame_stack) -> ReplayBuffer``;
-- ``act(obs [M, ...], step) -> np.ndarray [M, ...]`` (training, exploration included) and
-  ``act_eval(obs, generators)`` (evaluation policy);
-- ``value_estimate(obs [M, B, ...]) -> [M, B]`` (max_a Q, for the overestimation metrics);
-- ``learn(replay, step) -> dict[str, Tensor [M]] | None``: every entry is logged as a metric and checked
-  for divergence;
-- ``state_dict()`` / ``load_state_dict()``;
-- optional ``observe(obs, action, reward, terminated, truncated, final_obs)`` after every environment step
-  (model-based agents record trajectories) and ``end_episodes(mask [M])`` where episodes ended.
-The runner steps M environments in lockstep, writes each agent step into replay, evaluates
+An agent only acts and learns; the interface is algorithms/agent.py's ``Agent``. Every entry ``learn``
+returns is logged as a metric. A member the agent marks diverged (non-finite loss or metrics) gets one
+``diverged`` row and no rows after it, while the other members train to the end; the run stops as diverged
+only when every member has. The runner steps M environments in lockstep, writes each agent step into replay, evaluates
 every ``eval_period`` agent steps, and checkpoints everything a resumed run needs: agent, replay,
 environments, frame stacks, metric rows. Rows are kept in the checkpoint itself, so a resumed run never
 duplicates or drops one.
@@ -102,13 +93,11 @@ class Runner:
                                              self.frame_stack)
         self.run_id = f"{cfg.algo}-{cfg.env.replace('/', '_')}-{cfg.hash()}"
         self.gamma = cfg.algo_config.gamma
-        self.clip = bool(getattr(cfg.algo_config, "clip_rewards", False))
+        self.clip = bool(cfg.algo_config.clip_rewards)
         r = cfg.run
         self.eval_period = r.eval_period or max(1, cfg.steps // 10)
         self.checkpoint_period = r.checkpoint_period or self.eval_period
         self.evaluate_enabled = True  # benchmarks time the training loop alone
-        self._observe = getattr(self.agent, "observe", None)
-        self._end_episodes = getattr(self.agent, "end_episodes", None)
 
     def _action_dim(self):
         space = self.env.action_space
@@ -121,7 +110,9 @@ class Runner:
                 step * self.env.frames_per_step, int(episodes[k]), metric, float(value))
 
     def _rows(self, step: int, metric: str, values, episodes) -> list[tuple]:
-        return [self._row(k, step, metric, v, episodes) for k, v in enumerate(values)]
+        """One row per healthy member (a diverged member's last row is its ``diverged`` row)."""
+        diverged = self.agent.diverged.tolist()
+        return [self._row(k, step, metric, v, episodes) for k, v in enumerate(values) if not diverged[k]]
 
     def train_reward(self, reward: np.ndarray) -> np.ndarray:
         return np.clip(reward, -1.0, 1.0) if self.clip else reward
@@ -199,24 +190,24 @@ class Runner:
             self.replay.add(stacker.newest(), torch.as_tensor(actions), torch.as_tensor(self.train_reward(res.reward)),
                             torch.as_tensor(res.terminated), torch.as_tensor(res.truncated),
                             torch.as_tensor(res.final_obs))
-            if self._observe is not None:
-                self._observe(stacker.obs(), actions, res.reward, res.terminated, res.truncated, res.final_obs)
-            if self._end_episodes is not None and res.episode_end.any():
-                self._end_episodes(res.episode_end)
+            self.agent.observe(stacker.obs(), actions, res.reward, res.terminated, res.truncated, res.final_obs)
+            if res.episode_end.any():
+                self.agent.end_episodes(res.episode_end)
             stacker.push(res.obs, res.episode_end)
             step += 1
             for k, ret, _length in res.finished:
                 episodes[k] += 1
-                rows.append(self._row(k, step, "train_return", ret, episodes))
+                if not self.agent.diverged[k]:
+                    rows.append(self._row(k, step, "train_return", ret, episodes))
+            known = self.agent.diverged.clone()
             out = self.agent.learn(self.replay, step)
             if out is not None:
-                finite = torch.stack([torch.isfinite(v) for v in out.values()]).all(0)
-                if not bool(finite.all()):
+                newly = self.agent.diverged & ~known
+                for k in torch.nonzero(newly).flatten().tolist():
+                    rows.append(self._row(k, step, "diverged", 1.0, episodes))
+                if bool(self.agent.diverged.all()):
                     status = "diverged"
-                    bad = [int(s) for s, ok in zip(c.seeds, finite.tolist(), strict=True) if not ok]
-                    for metric, v in out.items():
-                        rows += self._rows(step, metric, v.tolist(), episodes)
-                    yield "done", self._state(step, rows, episodes, stacker, status, diverged_seeds=bad)
+                    yield "done", self._state(step, rows, episodes, stacker, status)
                     return
                 losses.append(out)
             if step % c.run.log_period == 0:
@@ -233,8 +224,7 @@ class Runner:
                 for metric, values in (("eval_return", ev.returns), ("q_estimate", ev.q_estimates),
                                        ("true_value", ev.true_values)):
                     means = [float(np.mean(v)) if v else math.nan for v in values]
-                    rows += [self._row(k, step, metric, m, episodes) for k, m in enumerate(means)
-                             if not math.isnan(m)]
+                    rows += [r for r in self._rows(step, metric, means, episodes) if not math.isnan(r[-1])]
                 t0 = time.perf_counter()  # evaluation time is not training throughput
             if step % self.checkpoint_period == 0 and step < c.steps:
                 yield "checkpoint", self._state(step, rows, episodes, stacker, "running", pending=list(losses))
@@ -246,6 +236,8 @@ class Runner:
             env_state = self.env.state_dict()
         except NotImplementedError:
             pass
+        extra.setdefault("diverged_seeds", [int(s) for s, d in zip(self.cfg.seeds, self.agent.diverged.tolist(),
+                                                                    strict=True) if d])
         return {"format": CHECKPOINT_FORMAT, "config_hash": self.cfg.hash(), "step": step, "rows": list(rows),
                 "episodes": torch.as_tensor(episodes), "agent": self.agent.state_dict(),
                 "replay": self.replay.state_dict() if self.cfg.run.checkpoint_replay else None,

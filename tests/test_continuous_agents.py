@@ -90,7 +90,7 @@ def test_imagined_transitions_follow_the_true_linear_dynamics_and_never_touch_th
     before = _snapshot(replay)
     out = agent.learn(replay, 10**6 + 1)
     assert out is not None and bool(torch.isfinite(out["td_loss"]).all())
-    mixed = agent.sample_batch(replay)
+    mixed = agent.sample_batch(replay, 10**6 + 1)
     n_imagined = round(agent.cfg.imagined_fraction * agent.cfg.batch_size)
     assert mixed.obs.shape[:2] == (agent.M, agent.cfg.batch_size)
     for k in range(agent.M):  # the imagined rows are rows of R_f
@@ -108,7 +108,7 @@ def test_rollouts_stop_at_the_horizon_and_imagination_stops_at_the_switch_off_ep
     agent = _linear_agent(rollout_length=50, switch_off_episode=6)
     replay = agent.make_replay((DX,), torch.float32, 1)
     _run_linear_episodes(agent, replay, 5, np.random.default_rng(1))
-    x, _, _, _ = agent.rollouts(0)
+    x, _, _, _ = agent.rollouts()[0]
     # each of the 16 rollouts runs from its start time t to the horizon: HORIZON - t steps, never 50
     assert agent.cfg.batch_size <= x.shape[0] <= agent.cfg.batch_size * HORIZON
     assert agent.imagining()
@@ -205,9 +205,9 @@ def test_member_k_of_a_multi_seed_run_follows_the_single_seed_run(algo):
 
     multi, ms = run([0, 1])
     single, ss = run([1])
-    for name, net in multi.nets.items():
-        for key, p in net.params.items():
-            torch.testing.assert_close(p[1], single.nets[name].params[key][0], rtol=1e-5, atol=1e-6)
+    single_params = dict(single.head.named_parameters())
+    for name, p in multi.head.named_parameters():
+        torch.testing.assert_close(p[1], single_params[name][0], rtol=1e-5, atol=1e-6)
 
     def rows(state, seed):
         return [r[5:] for r in state["rows"] if r[5] == seed and r[9] != "steps_per_second"]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from algorithms.members import Stacked
+from algorithms.members import batch_members, member_state
 from algorithms.naf import NAFHead, NAFNetwork
 
 FEATURES, ACTIONS, BATCH = 7, 3, 32
@@ -66,14 +66,14 @@ def test_q_matches_the_formula_computed_by_hand():
 
 def test_network_runs_on_the_member_axis_like_the_single_member_module():
     seeds = [0, 1]
-    net = Stacked(lambda: NAFNetwork(4, 2, hidden=(16, 16), action_low=[-1, -1], action_high=[1, 1]),
-                  seeds, "cpu")
+    net = batch_members(lambda: NAFNetwork(4, 2, hidden=(16, 16), action_low=[-1, -1], action_high=[1, 1]),
+                        seeds)
     x = torch.randn(len(seeds), 5, 4, generator=torch.Generator().manual_seed(4))
     u = torch.rand(len(seeds), 5, 2, generator=torch.Generator().manual_seed(5)) * 2 - 1
-    q, mu, v = net(x, u, method="evaluate"), net(x, method="greedy"), net(x, method="q_max")
+    q, mu, v = net.evaluate(x, u), net.greedy(x), net.q_max(x)
     for k in range(len(seeds)):
         single = NAFNetwork(4, 2, hidden=(16, 16), action_low=[-1, -1], action_high=[1, 1])
-        single.load_state_dict(net.member_state(k))
+        single.load_state_dict(member_state(net, k))
         assert torch.allclose(q[k], single(x[k], u[k]), atol=1e-6)
         assert torch.allclose(mu[k], single.greedy(x[k]), atol=1e-6)
         assert torch.allclose(v[k], single.value(x[k]), atol=1e-6)
