@@ -21,8 +21,14 @@ class Variant:
 _V = [
     Variant("dqn", "dqn", {}, "Mnih et al. 2015, Nature"),
     Variant("double_dqn", "dqn", {"double": True}, "van Hasselt, Guez, Silver 2016"),
-    # Wang et al. 2016 build the dueling network on Double DQN targets.
-    Variant("dueling_dqn", "dqn", {"dueling": True, "double": True}, "Wang et al. 2016"),
+    # Wang et al. 2016 (Sec. 4.2) build the dueling network on Double DQN targets, clip gradients to norm 10
+    # and lower the learning rate to 6.25e-5 (the 1/sqrt(2) gradient rescaling is in networks.QNetwork).
+    Variant("dueling_dqn", "dqn", {"dueling": True, "double": True, "grad_clip_norm": 10.0, "lr": 6.25e-5},
+            "Wang et al. 2016"),
+    # Wang et al. 2016's "Single Clip" baseline: Double DQN with the dueling recipe's clipping and step size,
+    # so a comparison with dueling_dqn isolates the architecture.
+    Variant("double_dqn_clip", "dqn", {"double": True, "grad_clip_norm": 10.0, "lr": 6.25e-5},
+            "Wang et al. 2016, Single Clip (Double DQN with gradient clipping)"),
     # Schaul et al. 2016 add prioritized replay to Double DQN and divide the step size by 4.
     Variant("per_dqn", "dqn", {"sampler": "proportional", "double": True, "per_alpha": 0.6, "per_beta0": 0.4,
                                "lr": 2.5e-4 / 4}, "Schaul et al. 2016 (proportional)"),
@@ -36,6 +42,12 @@ _V = [
     # acceleration of NAF (Algorithm 2) with its ablations (Sec. 5, Fig. 2).
     Variant("ddpg", "ddpg", {}, "Lillicrap et al. 2016", "continuous"),
     Variant("naf", "naf", {}, "Gu, Lillicrap, Sutskever, Levine 2016, Algorithm 1", "continuous"),
+    # The shared Q-learner makes these settings, not code: NAF with van Hasselt et al.'s double target
+    # (the target network values the online network's mu(x')), and DDPG on proportional prioritized replay.
+    Variant("double_naf", "naf", {"double": True}, "Gu et al. 2016 with van Hasselt et al. 2016's double target",
+            "continuous"),
+    Variant("per_ddpg", "ddpg", {"sampler": "proportional", "per_alpha": 0.6, "per_beta0": 0.4},
+            "Lillicrap et al. 2016 with Schaul et al. 2016's proportional prioritized replay", "continuous"),
     Variant("sampled_q", "sampled_q", {"maximizer": "uniform"}, "Levine, CS 285: max over sampled actions",
             "continuous"),
     Variant("cem_q", "sampled_q", {"maximizer": "cem"}, "Kalashnikov et al. 2018 (QT-Opt's CEM)", "continuous"),

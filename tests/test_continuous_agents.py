@@ -296,3 +296,38 @@ def test_ddpg_and_naf_learn_inverted_pendulum_to_900_within_20k_steps_on_2_of_3_
     runner.env.close()
     print(algo, "best eval return per seed by step", step, ":", best)
     assert sum(v >= 900 for v in best.values()) >= 2, best
+
+
+def test_rollouts_start_only_from_the_episodes_the_current_models_were_fitted_on():
+    """Gu et al. 2016, Algorithm 2: start states come from B_old, not from episodes recorded after the fit."""
+    agent = _linear_agent(refit_episodes=5, prior_episodes=20)
+    replay = agent.make_replay((DX,), torch.float32, 1)
+    rng = np.random.default_rng(6)
+    _run_linear_episodes(agent, replay, 5, rng)  # the 5th episode's end fits the models to episodes 1-5
+    fitted = torch.cat([e["X"][:, :HORIZON] for e in agent.fitted_episodes], 1)  # [M, 5 * T, dx]
+    _run_linear_episodes(agent, replay, 2, rng)  # two more episodes, which the models have not seen
+    assert len(agent.fitted_episodes) == 5 and agent.episodes_done == 7
+    for k, (x, _, _, _) in enumerate(agent.rollouts()):
+        starts = x[: agent.cfg.batch_size]  # the first imagined step of each rollout is its start state
+        assert all(bool((fitted[k] == s).all(1).any()) for s in starts)
+
+
+def test_ilqg_episodes_add_the_exploration_noise_to_the_controllers_action():
+    """Algorithm 2 adds N_t to the action of whichever policy acts, iLQG's included."""
+    agent = _linear_agent(ilqg_fraction=1.0, learning_starts=0, noise="gaussian", noise_sigma=0.05)
+    replay = agent.make_replay((DX,), torch.float32, 1)
+    rng = np.random.default_rng(7)
+    _run_linear_episodes(agent, replay, 5, rng)
+    agent.ilqg_episode[:] = True
+    obs = torch.as_tensor(rng.normal(size=(agent.M, DX)).astype(np.float32)) * 0.1
+    t = len(agent.current["obs"])
+    gens = [torch.Generator().manual_seed(0) for _ in range(agent.M)]
+    for k, g in enumerate(gens):
+        g.set_state(agent.streams["ilqg"][k].get_state())
+    u = agent.act(obs, 10**6)
+    noise = agent.explorer.last_noise
+    for k in range(agent.M):
+        controller = agent.controller[k].sample(t, obs[k], gens[k], agent.cfg.ilqg_cov_scale)
+        expected = agent.clip(controller + agent.half_range * noise[k])
+        np.testing.assert_allclose(u[k], expected.numpy(), rtol=1e-6, atol=1e-6)
+    assert float(noise.abs().max()) > 0
