@@ -44,6 +44,20 @@ class NatureTorso(nn.Module):
         return self.net(x.float() / 255.0).flatten(-3)
 
 
+class MinAtarTorso(nn.Module):
+    """Young & Tian 2019 (MinAtar, Sec. 4; their examples/dqn.py): one convolution of 16 3x3 filters, stride 1,
+    ReLU, on the C x 10 x 10 boolean frame. The 128-unit fully connected layer belongs to the head, as in
+    NatureTorso."""
+
+    def __init__(self, in_channels: int, height: int = 10, width: int = 10):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, 16, 3, stride=1)
+        self.out_features = 16 * (height - 2) * (width - 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.conv(x.float())).flatten(-3)
+
+
 class MLPTorso(nn.Module):
     """An MLP on observations whose last ``input_dims`` dimensions are one input (e.g. a stack of vectors)."""
 
@@ -108,10 +122,15 @@ def dueling_aggregate(value: torch.Tensor, advantage: torch.Tensor) -> torch.Ten
 
 def make_q_network(obs_shape: Sequence[int], frame_stack: int, num_actions: int, hidden: Sequence[int],
                    dueling: bool, dueling_grad_scale: float = 1.0) -> QNetwork:
-    """Pixels (2-D frames) get the Nature CNN and a 512-unit head (Mnih et al. 2015); vectors get an MLP
+    """Pixels (2-D frames) get the Nature CNN and a 512-unit head (Mnih et al. 2015); MinAtar's C x 10 x 10
+    frames get its one-convolution network and a 128-unit head (Young & Tian 2019); vectors get an MLP
     whose last hidden layer is the head's."""
     if len(obs_shape) == 2:
         return QNetwork(NatureTorso(in_channels=frame_stack), num_actions, 512, dueling, dueling_grad_scale)
+    if len(obs_shape) == 3:
+        if frame_stack != 1:
+            raise ValueError("MinAtar frames are not stacked (Young & Tian 2019): frame_stack must be 1")
+        return QNetwork(MinAtarTorso(*obs_shape), num_actions, 128, dueling, dueling_grad_scale)
     if not hidden:
         raise ValueError("hidden must list at least one layer width")
     features = int(torch.tensor(obs_shape).prod()) * frame_stack
