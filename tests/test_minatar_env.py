@@ -16,6 +16,8 @@ import torch
 
 from envs.minatar import ENV_IDS, MinAtarMemberEnv, make_minatar
 from envs.registry import EnvError, env_family, known_envs, make_env
+from experiments.config import build
+from experiments.runner import Runner
 
 # Channels per game: minatar's state_shape(); the same numbers are Revisiting Rainbow's gin constants
 # (minatar_env.py: ASTERIX_SHAPE (10, 10, 4), ... SPACE_INVADERS_SHAPE (10, 10, 6)).
@@ -189,3 +191,28 @@ def test_bad_ids_and_protocols_name_the_valid_choices():
         make_env("MinAtar/Breakout-v0", [0], protocol="nature")
     with pytest.raises(ValueError, match="seeds"):
         make_minatar("MinAtar/Breakout-v0", [-1])
+
+
+@pytest.mark.slow
+def test_a_run_resumed_from_a_checkpoint_writes_the_rows_of_the_uninterrupted_run():
+    """The runner's resume path on MinAtar: the environment state in the checkpoint lets the resumed run play the
+    same games, so every metric row (returns, losses, evaluations) matches the run that was never stopped."""
+    sets = ["learning_starts=100", "batch_size=16", "eval_period=300", "eval_episodes=2", "eval_max_steps=500",
+            "checkpoint_period=200", "log_period=100", "threads=1"]
+    cfg = build("dqn", "MinAtar/Breakout-v0", [0, 1], 600, sets)
+    saved = []
+    for kind, state in Runner(cfg, torch.device("cpu")).train(None):
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        saved.append((kind, state["step"], buf.getvalue()))
+    (_, cut, blob), *_ = [s for s in saved if s[0] == "checkpoint"]
+    assert 0 < cut < 600
+    state = torch.load(io.BytesIO(blob), weights_only=True)
+    assert "env" in state and state["env"] is not None
+    *_, (_, resumed) = Runner(cfg, torch.device("cpu")).train(state)
+    whole = torch.load(io.BytesIO(saved[-1][2]), weights_only=True)
+
+    def rows(s):
+        return [r for r in s["rows"] if r[9] != "steps_per_second"]
+
+    assert rows(resumed) == rows(whole) and any(r[9] == "train_return" for r in rows(whole))
