@@ -4,6 +4,7 @@
 - ``ALE/<Game>-v5``: Atari through ale-py, protocol ``nature`` or ``machado`` (DESIGN.md, Protocols)
 - gymnasium classic control (``CartPole-v1``, ``Acrobot-v1``, ``MountainCar-v0``, ``Pendulum-v1``)
 - gymnasium MuJoCo v5 tasks (continuous actions)
+- ``MinAtar/<Game>-v0|v1``: MinAtar (Young & Tian 2019), protocol ``minatar`` (envs/minatar.py)
 - ``toy/...``: small exact MDPs whose optimal Q is known by value iteration
 """
 
@@ -28,6 +29,11 @@ def env_family(env_id: str) -> str:
         return "atari"
     if env_id.startswith("toy/"):
         return "toy"
+    if env_id.startswith("MinAtar/"):
+        from envs.minatar import parse_id
+
+        parse_id(env_id)  # an unknown game or version is named here, before anything is built
+        return "minatar"
     if env_id in CLASSIC_CONTROL:
         return "classic"
     from envs import mujoco_tasks
@@ -39,9 +45,9 @@ def env_family(env_id: str) -> str:
 
 def known_envs() -> list[str]:
     """Every id the registry accepts (Atari: any game ale-py ships, shown here as ALE/<Game>-v5)."""
-    from envs import mujoco_tasks, toy
+    from envs import minatar, mujoco_tasks, toy
 
-    return ["ALE/<Game>-v5", *CLASSIC_CONTROL, *mujoco_tasks.TASKS, *toy.TOY_ENVS]
+    return ["ALE/<Game>-v5", *minatar.ENV_IDS, *CLASSIC_CONTROL, *mujoco_tasks.TASKS, *toy.TOY_ENVS]
 
 
 def action_kind(env_id: str) -> str:
@@ -64,7 +70,7 @@ def default_protocol(env_id: str) -> str:
     family = env_family(env_id)
     if family == "mujoco" and env_id in fixed_horizon_envs():
         return "gym-v5-fixedH"  # the protocol column tells fixed-horizon rows from early-terminating ones
-    return {"atari": "nature", "classic": "gym", "mujoco": "gym-v5", "toy": "exact"}[family]
+    return {"atari": "nature", "minatar": "minatar", "classic": "gym", "mujoco": "gym-v5", "toy": "exact"}[family]
 
 
 def make_env(env_id: str, seeds: Sequence[int], mode: str = "train", protocol: str | None = None) -> MemberEnv:
@@ -79,6 +85,10 @@ def make_env(env_id: str, seeds: Sequence[int], mode: str = "train", protocol: s
         from envs.atari import make_atari
 
         return make_atari(env_id, seeds, protocol=protocol, mode=mode)
+    if family == "minatar":
+        from envs.minatar import make_minatar
+
+        return make_minatar(env_id, seeds, protocol=protocol, mode=mode)
     if family == "toy":
         from envs.toy import make_toy
 
