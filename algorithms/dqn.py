@@ -86,6 +86,15 @@ PRESETS: dict[str, dict] = {
                 clip_rewards=False, hidden=[32]),
 }
 PRESETS["mujoco"] = PRESETS["classic"]
+# MinAtar: Young & Tian 2019's DQN, from their published examples/dqn.py (values, file and line in
+# analysis/reference/minatar_dqn_young2019.csv): torch's centered RMSprop (eps outside the square root, as they
+# ran it), replay 100k, batch 32, one update per frame after 5,000 frames, target copied every 1,000 updates,
+# epsilon 1 -> 0.1 over the next 100k frames, Huber loss, no reward clipping. The evaluation epsilon (0.05,
+# Nature's) is ours: they report training returns, which every run logs too (train_return).
+PRESETS["minatar"] = dict(optimizer="rmsprop", lr=2.5e-4, rmsprop_alpha=0.95, rmsprop_eps=0.01,
+                          rmsprop_centered=True, batch_size=32, replay_size=100_000, learning_starts=5_000,
+                          updates_per_step=1.0, target_period=1_000, eps_start=1.0, eps_end=0.1,
+                          eps_decay_steps=100_000, eval_eps=0.05, loss="huber", clip_rewards=False)
 
 
 def validate(cfg: DQNConfig) -> list[str]:
