@@ -8,6 +8,7 @@ The comparison script CI runs on the SLURM and local results is tested here too,
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -24,17 +25,18 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments" / "slurm"))
 import compare_results  # noqa: E402
 
-# The run the cancel test trains: DQN on CartPole, 2 members, a checkpoint every 500 agent steps (eight in
-# all), about 25 s of one core; long enough to cancel after the first checkpoint, short enough for CI.
-STEPS = 4_000
-SETTINGS = {"learning_starts": 100, "eval_episodes": 2, "eval_period": 500}
+# The run the cancel test trains: DQN on CartPole, 2 members, a checkpoint every 250 agent steps (eight in
+# all), about 15 s of one core; long enough to cancel after the first checkpoint, short enough for CI.
+STEPS = 2_000
+SETTINGS = {"learning_starts": 100, "eval_episodes": 2, "eval_period": 250}
 RUN = Path("runs/smoke/sensitivity/dqn/CartPole-v1")
 # Seconds the plugin waits before its first status check of a job (the profile's 40 s is for real clusters).
 STATUS_DELAY = 5
 
 
+@functools.cache
 def cluster_available() -> str | None:
-    """None when a SLURM controller answers, else why not."""
+    """None when a SLURM controller answers, else why not (asked once: sinfo takes seconds to give up)."""
     if shutil.which("sbatch") is None:
         return "no sbatch on PATH"
     try:
@@ -94,10 +96,18 @@ def test_cancelled_slurm_job_is_resubmitted_and_resumes_without_losing_or_repeat
     log = tmp_path / "snakemake.log"
     command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory",
                str(workdir), "--profile", str(REPO / "experiments" / "profiles" / "slurm"),
-               "--slurm-init-seconds-before-status-checks", str(STATUS_DELAY), "--slurm-no-account",
+               "--slurm-init-seconds-before-status-checks", str(STATUS_DELAY),
                "--config", "suites=[sensitivity]", f"suite_dir={suite_dir}", "slurm_partition_cpu=cpu",
                "--", str(RUN / "metrics.csv")]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    # The same run, uninterrupted and outside SLURM, trains meanwhile on the other core.
+    uninterrupted = tmp_path / "uninterrupted"
+    sets = [arg for key, value in {"suite": "sensitivity", **SETTINGS, "threads": 1}.items()
+            for arg in ("--set", f"{key}={value}")]
+    reference = subprocess.Popen([sys.executable, "-m", "experiments.cli", "train", "--algo", "dqn", "--env",
+                                  "CartPole-v1", "--seeds", "0", "1", "--steps", str(STEPS), "--out",
+                                  str(uninterrupted), "--device", "cpu", *sets], cwd=REPO, env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     with log.open("w") as log_file:
         workflow = subprocess.Popen(command, cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT, env=env)
         try:
@@ -111,8 +121,9 @@ def test_cancelled_slurm_job_is_resubmitted_and_resumes_without_losing_or_repeat
             subprocess.run(["scancel", job_id], check=True)
             assert workflow.wait(timeout=300) == 0, log.read_text()[-5_000:]
         finally:
-            if workflow.poll() is None:
-                workflow.kill()
+            for process in (workflow, reference):
+                if process.poll() is None:
+                    process.kill()
     text = log.read_text()
     assert f"SLURM-job '{job_id}' failed, SLURM status is: 'CANCELLED'" in text, text[-3_000:]
     submissions = [line for line in text.splitlines() if "has been submitted with SLURM jobid" in line]
@@ -124,14 +135,8 @@ def test_cancelled_slurm_job_is_resubmitted_and_resumes_without_losing_or_repeat
     assert 0 < steps_at_cancel <= run["resumed_from_step"] < STEPS
     assert run["resumed_from_step"] % SETTINGS["eval_period"] == 0
 
-    uninterrupted = tmp_path / "uninterrupted"
-    sets = [arg for key, value in {"suite": "sensitivity", **SETTINGS, "threads": 1}.items()
-            for arg in ("--set", f"{key}={value}")]
-    result = subprocess.run([sys.executable, "-m", "experiments.cli", "train", "--algo", "dqn", "--env",
-                             "CartPole-v1", "--seeds", "0", "1", "--steps", str(STEPS), "--out", str(uninterrupted),
-                             "--device", "cpu", *sets], cwd=REPO, capture_output=True, text=True, env=env,
-                            timeout=300)
-    assert result.returncode == 0, result.stderr[-3_000:]
+    reference_output = reference.communicate(timeout=300)[0]
+    assert reference.returncode == 0, reference_output[-3_000:]
     resumed, whole = _rows(workdir / RUN / "metrics.csv"), _rows(uninterrupted / "metrics.csv")
     keys = ["run_id", "seed", "step", "frames", "episodes", "metric"]
     assert not resumed.duplicated(keys).any()
