@@ -1,6 +1,7 @@
 """The cluster path against a real SLURM scheduler: a training job submitted through the SLURM profile and the
-executor plugin, cancelled with scancel after its first checkpoint, is resubmitted by Snakemake (the profile's
-retries) and resumes from that checkpoint, and its metrics.csv holds exactly the rows of an uninterrupted run.
+executor plugin (to the cluster's default partition), cancelled with scancel after its first checkpoint, is
+resubmitted by Snakemake (the profile's retries) and resumes from that checkpoint, and its metrics.csv holds
+exactly the rows of an uninterrupted run.
 
 The cluster tests need a running SLURM cluster (`experiments/slurm/local-cluster.sh up` makes one) and are
 skipped without one; CI brings one up and sets QREPRO_SLURM_TESTS=1, which turns that skip into a failure.
@@ -97,7 +98,7 @@ def test_cancelled_slurm_job_is_resubmitted_and_resumes_without_losing_or_repeat
     command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory",
                str(workdir), "--profile", str(REPO / "experiments" / "profiles" / "slurm"),
                "--slurm-init-seconds-before-status-checks", str(STATUS_DELAY),
-               "--config", "suites=[sensitivity]", f"suite_dir={suite_dir}", "slurm_partition_cpu=cpu",
+               "--config", "suites=[sensitivity]", f"suite_dir={suite_dir}",
                "--", str(RUN / "metrics.csv")]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     # The same run, uninterrupted and outside SLURM, trains meanwhile on the other core.
@@ -148,6 +149,9 @@ def test_cancelled_slurm_job_is_resubmitted_and_resumes_without_losing_or_repeat
 @pytest.mark.slow
 def test_gpu_partition_schedules_a_job_asking_for_one_gpu():
     _needs_cluster()
+    partitions = subprocess.run(["sinfo", "-h", "-o", "%R"], capture_output=True, text=True, check=True).stdout
+    if "gpu" not in partitions.split():
+        pytest.skip("no partition named gpu (local-cluster.sh makes one)")
     result = subprocess.run(["sbatch", "--wait", "--parsable", "-p", "gpu", "--gpus=1", "-t", "1", "--output",
                              "/dev/null", "--wrap", "true"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

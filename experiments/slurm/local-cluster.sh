@@ -102,6 +102,10 @@ CONF
 }
 
 start_munged() {
+    # A munged this script did not start (a system service) serves as well; `down` leaves it running.
+    if [[ -s /run/munge/munged.pid ]] && kill -0 "$(cat /run/munge/munged.pid)" 2>/dev/null; then
+        return
+    fi
     mkdir -p /run/munge
     chown munge:munge /run/munge
     runuser -u munge -- /usr/sbin/munged --pid-file=/run/munge/munged.pid
@@ -121,7 +125,7 @@ wait_idle() {
 
 up() {
     [[ $EUID -eq 0 ]] || die "run as root (it installs packages and starts daemons)"
-    if pid_alive munged && pid_alive slurmctld && pid_alive slurmd; then
+    if pid_alive slurmctld && pid_alive slurmd; then
         wait_idle
         echo "local-cluster: already up"
         sinfo
@@ -156,7 +160,13 @@ down() {
 
 status() {
     for name in "${DAEMONS[@]}"; do
-        if pid_alive "$name"; then echo "$name: running ($(cat "$STATE_DIR/$name.pid"))"; else echo "$name: stopped"; fi
+        if pid_alive "$name"; then
+            echo "$name: running ($(cat "$STATE_DIR/$name.pid"))"
+        elif [[ $name == munged && -s /run/munge/munged.pid ]] && kill -0 "$(cat /run/munge/munged.pid)" 2>/dev/null; then
+            echo "munged: running ($(cat /run/munge/munged.pid), not started by this script)"
+        else
+            echo "$name: stopped"
+        fi
     done
     pid_alive slurmctld && sinfo
     return 0
