@@ -31,6 +31,7 @@ InvertedDoublePendulum-v5 has no counterpart in the paper.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
 import gymnasium as gym
@@ -62,8 +63,30 @@ class IgnoreTermination(gym.Wrapper):
         return obs, reward, False, truncated, {**info, "task_terminated": terminated}
 
 
+# gymnasium 1.x's v5 model files still carry <compiler settotalmass=...>, so MuJoCo >= 3.3 prints this deprecation
+# once per model compiled (one per member and per evaluation), burying a run's own output.
+SETTOTALMASS_WARNING = "compiler attribute 'settotalmass' is deprecated"
+
+
+def _forward_other_warnings(message: str) -> None:
+    if SETTOTALMASS_WARNING in message:
+        return
+    sys.stderr.write(f"WARNING: {message}\n")  # what MuJoCo prints without a handler
+    sys.stderr.flush()
+
+
+def quiet_settotalmass_warning() -> None:
+    """Route MuJoCo's warnings through a handler that drops exactly the settotalmass deprecation (the setting
+    still applies: gymnasium's masses are what the tasks are defined with) and prints every other warning."""
+    import mujoco
+
+    if mujoco.get_mju_user_warning() is None:
+        mujoco.set_mju_user_warning(_forward_other_warnings)
+
+
 def make_task(env_id: str) -> gym.Env:
     spec = TASKS[env_id]
+    quiet_settotalmass_warning()
     env = gym.make(spec["id"], **spec["kwargs"])
     return IgnoreTermination(env) if spec.get("fixed_horizon") else env
 

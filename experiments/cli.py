@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from experiments.config import ConfigError, RunConfig, RunSettings, build, family_module
+from experiments.progress import EXIT_LOCKED, FolderLocked, Progress, RunLock, StopSignals
 from experiments.provenance import (
     atomic_torch_save,
     atomic_write_json,
@@ -93,6 +94,10 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
     t.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a run or algorithm setting (repeatable); see `qrepro keys`")
+    t.add_argument("--quiet", action="store_true", help="no progress output")
+    t.add_argument("--progress-seconds", type=float, default=30.0, metavar="S",
+                   help="without a terminal (logs, Snakemake, SLURM), one progress line every S seconds "
+                   "(default 30); on a terminal the progress bar updates in place")
     k = sub.add_parser("keys", help="list every --set key with its default, meaning and source")
     k.add_argument("--algo", default=None, help="only this algorithm's keys")
     sub.add_parser("envs", help="list environment ids")
@@ -148,18 +153,34 @@ def train(args) -> int:
         state = None
         if out.exists() and not out.is_dir():
             raise ConfigError(f"--out {out}: exists and is not a folder")
+        lock = RunLock(out)
+        if out.exists():
+            lock.check_free()
         if ckpt_path.exists():
             state = load_checkpoint(ckpt_path, cfg)
             if state["status"] in ("complete", "diverged"):
                 print(f"qrepro: {out} already holds a {state['status']} run of this configuration; nothing to do")
                 return 0
-        elif out.exists() and any(out.iterdir()):
+        elif out.exists() and any(p.name != ".lock" for p in out.iterdir()):
             raise ConfigError(f"--out {out}: folder is not empty and holds no qrepro checkpoint; give a new folder")
         runner = (TabularRunner if VARIANTS[cfg.algo].actions == "tabular" else Runner)(cfg, device)
+    except FolderLocked as e:
+        print(f"qrepro: error: {e}", file=sys.stderr)
+        return EXIT_LOCKED
     except (ConfigError, EnvError) as e:
         return error(str(e))
 
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        lock.acquire()  # held until this process exits, however it exits
+    except FolderLocked as e:
+        print(f"qrepro: error: {e}", file=sys.stderr)
+        return EXIT_LOCKED
+    if not args.quiet:
+        runner.progress = Progress(cfg.steps, f"{cfg.algo} {cfg.env} x{len(cfg.seeds)}",
+                                   interval=args.progress_seconds)
+    stop = StopSignals()
+    runner.stop = stop
     wall0 = time.time()
     prior_wall = float(state.get("wall_time", 0.0)) if state else 0.0
     meta = {"run_id": runner.run_id, "config": cfg.as_dict(), "config_hash": cfg.hash(), "git": git_commit(),
@@ -177,17 +198,25 @@ def train(args) -> int:
     if state is None:
         atomic_write_json(out / "run.json", {**meta, "status": "running", "steps_done": 0})
     try:
-        for kind, st in runner.train(state):
-            atomic_torch_save(ckpt_path, st)
-            record(st, st["status"])
-            if kind == "done":
-                print(f"qrepro: {st['status']}: {out} ({st['step']} agent steps x {len(cfg.seeds)} members)")
+        with stop:
+            for kind, st in runner.train(state):
+                atomic_torch_save(ckpt_path, st)
+                record(st, st["status"])
+                if kind == "done":
+                    if runner.progress is not None:
+                        runner.progress.update(st["step"], force=True)
+                    print(f"qrepro: {st['status']}: {out} ({st['step']} agent steps x {len(cfg.seeds)} members)")
+                if kind == "interrupted":
+                    print(f"\nqrepro: interrupted by signal {stop.received} at agent step {st['step']}: checkpoint "
+                          f"and metrics written; rerun the same command to resume", file=sys.stderr)
+                    return stop.exit_status()
     except Exception as e:
         atomic_write_json(out / "run.json", {**meta, "status": "failed", "error": f"{type(e).__name__}: {e}",
                                             "traceback": traceback.format_exc()})
         raise
     finally:
         runner.env.close()
+        lock.release()
     return 0
 
 

@@ -98,6 +98,8 @@ class Runner:
         self.eval_period = r.eval_period or max(1, cfg.steps // 10)
         self.checkpoint_period = r.checkpoint_period or self.eval_period
         self.evaluate_enabled = True  # benchmarks time the training loop alone
+        self.progress = None  # experiments.progress.Progress, if someone watches
+        self.stop = None  # experiments.progress.StopSignals: stop cleanly after the current step
 
     def _action_dim(self):
         space = self.env.action_space
@@ -225,7 +227,14 @@ class Runner:
                                        ("true_value", ev.true_values)):
                     means = [float(np.mean(v)) if v else math.nan for v in values]
                     rows += [r for r in self._rows(step, metric, means, episodes) if not math.isnan(r[-1])]
+                    if metric == "eval_return" and self.progress is not None:
+                        self.progress.evaluation(means)
                 t0 = time.perf_counter()  # evaluation time is not training throughput
+            if self.progress is not None:
+                self.progress.update(step)
+            if self.stop is not None and self.stop.received is not None and step < c.steps:
+                yield "interrupted", self._state(step, rows, episodes, stacker, "interrupted", pending=list(losses))
+                return
             if step % self.checkpoint_period == 0 and step < c.steps:
                 yield "checkpoint", self._state(step, rows, episodes, stacker, "running", pending=list(losses))
         yield "done", self._state(step, rows, episodes, stacker, status)
