@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 
 from experiments.config import ConfigError, RunConfig, RunSettings, build, family_module
-from experiments.progress import EXIT_LOCKED, FolderLocked, Progress, RunLock, StopSignals
+from experiments.contract import EXIT_BAD_INPUT, EXIT_LOCKED, rows_from_plain, write_metrics
+from experiments.progress import FolderLocked, Progress, RunLock, StopSignals
 from experiments.provenance import (
     atomic_torch_save,
     atomic_write_json,
@@ -23,8 +24,6 @@ from experiments.provenance import (
     git_commit,
     versions,
 )
-
-EXIT_BAD_INPUT = 2
 
 
 def field_docs(cls) -> dict[str, str]:
@@ -142,7 +141,7 @@ def load_checkpoint(path: Path, cfg: RunConfig) -> dict:
 def train(args) -> int:
     from algorithms.registry import VARIANTS
     from envs.registry import EnvError
-    from experiments.runner import Runner, write_metrics
+    from experiments.runner import Runner
     from experiments.tabular_runner import TabularRunner
 
     try:
@@ -244,7 +243,7 @@ def bench(args) -> int:
             runner.evaluate_enabled = False
             *_, (_, final) = runner.train(None)
             runner.env.close()
-            per_member = [r[-1] for r in final["rows"] if r[9] == "steps_per_second"][-1]
+            per_member = [r.value for r in rows_from_plain(final["rows"]) if r.metric == "steps_per_second"][-1]
             agg = per_member * m
             base = base or agg
             print(f"{env:<22}{m:>4}{per_member:>22.1f}{agg:>20.1f}{agg / base:>9.2f}x", flush=True)

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-EXIT_LOCKED = 3  # another process holds the run folder
+from experiments.contract import EXIT_LOCKED  # noqa: F401 - the status a locked folder gives
 
 
 class Progress:

@@ -15,7 +15,6 @@ import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,8 +23,8 @@ from algorithms.members import derive_seed, torch_generators
 from algorithms.registry import VARIANTS
 from envs.registry import default_protocol, make_env
 from experiments.config import RunConfig, family_module
+from experiments.contract import COLUMNS, Row, rows_from_plain, run_id  # noqa: F401 - COLUMNS: re-exported
 
-COLUMNS = ("run_id", "suite", "algo", "env", "protocol", "seed", "step", "frames", "episodes", "metric", "value")
 CHECKPOINT_FORMAT = 1
 
 
@@ -91,7 +90,7 @@ class Runner:
                                cfg.steps, device)
         self.replay = self.agent.make_replay(space.shape, torch.as_tensor(np.zeros((), space.dtype)).dtype,
                                              self.frame_stack)
-        self.run_id = f"{cfg.algo}-{cfg.env.replace('/', '_')}-{cfg.hash()}"
+        self.run_id = run_id(cfg.algo, cfg.env, cfg.hash())
         self.gamma = cfg.algo_config.gamma
         self.clip = bool(cfg.algo_config.clip_rewards)
         r = cfg.run
@@ -106,12 +105,12 @@ class Runner:
         return int(space.n) if hasattr(space, "n") else space
 
     # ---------------------------------------------------------------------------------------- rows
-    def _row(self, k: int, step: int, metric: str, value: float, episodes) -> tuple:
+    def _row(self, k: int, step: int, metric: str, value: float, episodes) -> Row:
         c = self.cfg
-        return (self.run_id, c.run.suite, c.algo, c.env, self.protocol, int(c.seeds[k]), step,
-                step * self.env.frames_per_step, int(episodes[k]), metric, float(value))
+        return Row(self.run_id, c.run.suite, c.algo, c.env, self.protocol, int(c.seeds[k]), step,
+                   step * self.env.frames_per_step, int(episodes[k]), metric, float(value))
 
-    def _rows(self, step: int, metric: str, values, episodes) -> list[tuple]:
+    def _rows(self, step: int, metric: str, values, episodes) -> list[Row]:
         """One row per healthy member (a diverged member's last row is its ``diverged`` row)."""
         diverged = self.agent.diverged.tolist()
         return [self._row(k, step, metric, v, episodes) for k, v in enumerate(values) if not diverged[k]]
@@ -170,7 +169,7 @@ class Runner:
             stacker = FrameStacker(self.env.reset(), self.frame_stack)
             restored_env = True
         else:
-            step, rows, episodes = state["step"], list(state["rows"]), np.asarray(state["episodes"])
+            step, rows, episodes = state["step"], rows_from_plain(state["rows"]), np.asarray(state["episodes"])
             self.agent.load_state_dict(state["agent"])
             if state.get("replay") is not None:
                 self.replay.load_state_dict(state["replay"])
@@ -247,7 +246,8 @@ class Runner:
             pass
         extra.setdefault("diverged_seeds", [int(s) for s, d in zip(self.cfg.seeds, self.agent.diverged.tolist(),
                                                                     strict=True) if d])
-        return {"format": CHECKPOINT_FORMAT, "config_hash": self.cfg.hash(), "step": step, "rows": list(rows),
+        return {"format": CHECKPOINT_FORMAT, "config_hash": self.cfg.hash(), "step": step,
+                "rows": [tuple(r) for r in rows],  # plain tuples: checkpoints load with weights_only=True
                 "episodes": torch.as_tensor(episodes), "agent": self.agent.state_dict(),
                 "replay": self.replay.state_dict() if self.cfg.run.checkpoint_replay else None,
                 "env": env_state, "stacker": stacker.frames.clone(), "status": status, **extra}
@@ -263,11 +263,3 @@ class Runner:
         self.env.load_state_dict(state["env"])
         return True
 
-
-def write_metrics(path: Path, rows: list[tuple]) -> None:
-    import pandas as pd
-
-    from experiments.provenance import atomic_write_text
-
-    df = pd.DataFrame(rows, columns=list(COLUMNS))
-    atomic_write_text(path, df.to_csv(index=False))

@@ -14,6 +14,7 @@ import torch
 from algorithms import tabular
 from envs.toy import make_mdp, make_toy
 from experiments.config import RunConfig
+from experiments.contract import Row, run_id
 from experiments.runner import CHECKPOINT_FORMAT, env_seed
 
 
@@ -23,15 +24,15 @@ class TabularRunner:
         self.protocol = cfg.run.protocol or "exact"
         self.mdp = make_mdp(cfg.env)
         self.env = make_toy(cfg.env, [env_seed(s, "env") for s in cfg.seeds])  # for provenance fields only
-        self.run_id = f"{cfg.algo}-{cfg.env.replace('/', '_')}-{cfg.hash()}"
+        self.run_id = run_id(cfg.algo, cfg.env, cfg.hash())
 
     def train(self, state: dict | None) -> Iterator[tuple[str, dict]]:
         c = self.cfg
         # the member seeds drive the method's own streams (env, explore, behaviour); see algorithms/tabular.py
         cps = tabular.checkpoints(c.algo_config, self.mdp, c.seeds, c.steps)
         fqi = c.algo_config.method == "fitted_q"
-        rows = [(self.run_id, c.run.suite, c.algo, c.env, self.protocol, r["seed"], r["step"],
-                 c.steps if fqi else r["step"], 0, r["metric"], r["value"])
+        rows = [tuple(Row(self.run_id, c.run.suite, c.algo, c.env, self.protocol, r["seed"], r["step"],
+                          c.steps if fqi else r["step"], 0, r["metric"], r["value"]))
                 for r in tabular.metric_rows(cps, self.mdp, c.seeds)]
         yield "done", {"format": CHECKPOINT_FORMAT, "config_hash": c.hash(), "step": c.steps, "rows": rows,
                        "status": "complete"}

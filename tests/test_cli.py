@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from experiments.cli import main
-from experiments.runner import COLUMNS
+from experiments.contract import COLUMNS
 
 SMALL = ["--set", "learning_starts=50", "--set", "batch_size=16", "--set", "eval_episodes=2",
          "--set", "log_period=100"]

@@ -15,7 +15,8 @@ from algorithms.registry import VARIANTS
 from envs.registry import make_env
 from experiments.cli import main
 from experiments.config import build
-from experiments.runner import COLUMNS, Runner
+from experiments.contract import COLUMNS
+from experiments.runner import Runner
 
 CONTINUOUS = sorted(name for name, v in VARIANTS.items() if v.actions == "continuous")
 

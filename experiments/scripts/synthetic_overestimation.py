@@ -46,9 +46,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-EXIT_BAD_INPUT = 2
-METRIC_COLUMNS = ("run_id", "suite", "algo", "env", "protocol", "seed", "step", "frames", "episodes",
-                  "metric", "value")
+from experiments import contract
+from experiments.contract import EXIT_BAD_INPUT
+
+METRIC_COLUMNS = contract.COLUMNS
 PROTOCOL = "exact"
 ALGO_LABEL = "estimators"
 
@@ -253,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               "algo_config": {**{k: v for k, v in settings.items() if k != "suite"},
                               **experiment_definition(args.env)}}
     config_hash = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
-    run_id = f"{ALGO_LABEL}-{args.env.replace('/', '_')}-{config_hash}"
+    run_id = contract.run_id(ALGO_LABEL, args.env, config_hash)
     metrics = compute_rows(args.env, args.seeds, settings, run_id)
     import torch
 
