@@ -32,6 +32,7 @@ from algorithms.members import (
     torch_generators,
 )
 from algorithms.networks import make_q_network
+from algorithms.optim import NATURE_EPS_MEAN_GRADIENT, CenteredRMSprop
 from algorithms.replay import ReplayBuffer, anneal
 
 
@@ -47,8 +48,9 @@ class DQNConfig:
     """rmsprop (Nature) or adam (Kingma & Ba 2015; Hessel et al. 2018 use it for Rainbow)."""
     rmsprop_alpha: float = 0.95
     """RMSprop squared-gradient momentum (Nature)."""
-    rmsprop_eps: float = 0.01
-    """RMSprop min squared gradient (Nature); torch adds it outside the square root, a known approximation."""
+    rmsprop_eps: float = NATURE_EPS_MEAN_GRADIENT
+    """RMSprop eps inside the square root: Nature's 0.01 for a summed minibatch gradient, rescaled to our
+    mean-over-batch loss, 0.01 / 32^2 (derivation in algorithms/optim.py; Dopamine uses 1e-5)."""
     rmsprop_centered: bool = True
     """Centered RMSprop, as in DeepMind's implementation (Graves 2013)."""
     adam_eps: float = 1.5e-4
@@ -169,8 +171,8 @@ class DQNAgent:
         self.target = self.net.clone_params()
         params = self.net.parameters()
         if cfg.optimizer == "rmsprop":
-            self.opt = torch.optim.RMSprop(params, lr=cfg.lr, alpha=cfg.rmsprop_alpha, eps=cfg.rmsprop_eps,
-                                           centered=cfg.rmsprop_centered)
+            self.opt = CenteredRMSprop(params, lr=cfg.lr, alpha=cfg.rmsprop_alpha, eps=cfg.rmsprop_eps,
+                                       centered=cfg.rmsprop_centered)
         else:
             self.opt = torch.optim.Adam(params, lr=cfg.lr, eps=cfg.adam_eps)
         self.act_gens = torch_generators(seeds, "act")
