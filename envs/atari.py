@@ -195,7 +195,8 @@ class AtariMemberEnv(MemberEnv):
         finished = [(int(k), float(self._returns[k]), int(self._lengths[k])) for k in np.flatnonzero(game_end)]
         self._returns[game_end] = 0
         self._lengths[game_end] = 0
-        return Step(obs, reward, terminated, truncated, final_obs, finished)
+        return Step(obs, reward, terminated, truncated, final_obs, finished,
+                    life_lost=life_lost if self.protocol == "nature" else None)
 
     def close(self) -> None:
         # Dropping the vector env joins ale-py's worker threads now rather than at garbage collection;

@@ -93,6 +93,17 @@ def test_nature_training_life_loss_terminates_without_resetting_the_game_and_eva
     assert (member, length) == (0, game_end + 1)
     assert ret == pytest.approx(sum(float(s.reward[0]) for s in game))  # raw rewards summed over all lives
     assert ev[game_end].finished == game[-1].finished
+    # evaluation still reports the lost lives, so true values can follow the learner's episodes
+    assert [t for t, s in enumerate(ev[:game_end]) if s.life_lost[0]] == life_losses
+
+
+def test_machado_reports_no_life_loss_signal():
+    env = make_atari("ALE/Breakout-v5", [3], "machado", "eval")
+    try:
+        steps = play(env, random_actions(env, 300, seed=0))
+    finally:
+        env.close()
+    assert all(s.life_lost is None for s in steps)
 
 
 def test_frame_cap_truncates_with_the_true_last_frame_then_starts_a_new_game():
