@@ -211,3 +211,14 @@ def test_rank_sampling_after_adds_and_updates_matches_inverse_rank_alpha_with_ne
     # total variation: the multinomial expectation bound sum_i sqrt(p_i (1 - p_i) / n) / 2 at these draws
     bound = 0.5 * np.sqrt(expected / draws * (1 - expected / draws) / draws).sum()
     assert tv <= 1.5 * bound
+
+
+@pytest.mark.parametrize("sampler", ["rank", "proportional"])
+def test_prioritized_replay_state_dict_restores_the_same_next_minibatch(sampler):
+    buf = _prioritized(sampler, 0.7, np.array([0.3, 9.0, 0.1, 4.0, 1.0, 2.0]))
+    _fill(buf, [[0] * 3], ["none"])  # new rows since the last sort: the restored buffer must re-sort them too
+    copy = ReplayBuffer(1, buf.N, (1,), torch.float32, n_step=1, gamma=0.9, sampler=sampler, alpha=0.7,
+                        priority_eps=0.0, generators=torch_generators([9], "other"))
+    copy.load_state_dict({k: v.clone() for k, v in buf.state_dict().items()})
+    a, b = buf.sample(32, beta=0.5), copy.sample(32, beta=0.5)
+    assert torch.equal(a.index, b.index) and torch.equal(a.weight, b.weight)
