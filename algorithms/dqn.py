@@ -45,7 +45,8 @@ class DQNConfig(QConfig):
     lr: float = 2.5e-4
     """Learning rate."""
     optimizer: str = "rmsprop"
-    """rmsprop (Nature) or adam (Kingma & Ba 2015; Hessel et al. 2018 use it for Rainbow)."""
+    """rmsprop (Nature's: centered, eps inside the square root), rmsprop_torch (torch's) or adam (Kingma & Ba
+    2015; Hessel et al. 2018 use it for Rainbow)."""
     adam_eps: float = 1.5e-4
     """Adam epsilon (Hessel et al. 2018)."""
     batch_size: int = 32
@@ -91,7 +92,7 @@ PRESETS["mujoco"] = PRESETS["classic"]
 # ran it), replay 100k, batch 32, one update per frame after 5,000 frames, target copied every 1,000 updates,
 # epsilon 1 -> 0.1 over the next 100k frames, Huber loss, no reward clipping. The evaluation epsilon (0.05,
 # Nature's) is ours: they report training returns, which every run logs too (train_return).
-PRESETS["minatar"] = dict(optimizer="rmsprop", lr=2.5e-4, rmsprop_alpha=0.95, rmsprop_eps=0.01,
+PRESETS["minatar"] = dict(optimizer="rmsprop_torch", lr=2.5e-4, rmsprop_alpha=0.95, rmsprop_eps=0.01,
                           rmsprop_centered=True, batch_size=32, replay_size=100_000, learning_starts=5_000,
                           updates_per_step=1.0, target_period=1_000, eps_start=1.0, eps_end=0.1,
                           eps_decay_steps=100_000, eval_eps=0.05, loss="huber", clip_rewards=False)

@@ -40,10 +40,11 @@ from algorithms.members import (
     make_target,
     torch_generators,
 )
+from algorithms.optim import NATURE_EPS_MEAN_GRADIENT, CenteredRMSprop
 from algorithms.replay import SAMPLERS, Batch, ReplayBuffer, anneal
 
 LOSSES = ("huber", "mse")
-OPTIMIZERS = ("rmsprop", "adam")
+OPTIMIZERS = ("rmsprop", "rmsprop_torch", "adam")
 
 # Keys whose meaning was made one across families: the old name is an error naming the new one.
 RENAMED = {
@@ -61,13 +62,17 @@ class QConfig:
     lr: float = 1e-3
     """Learning rate of the Q-function."""
     optimizer: str = "adam"
-    """adam (Kingma & Ba 2015) or rmsprop (centered, as DeepMind ran DQN; Mnih et al. 2015)."""
+    """adam (Kingma & Ba 2015); rmsprop: centered with eps inside the square root, as DeepMind ran DQN (Mnih et
+    al. 2015; optim.py); rmsprop_torch: torch's RMSprop, eps outside the square root (as Young & Tian 2019 ran
+    MinAtar)."""
     adam_eps: float = 1e-8
     """Adam epsilon (torch's default)."""
     rmsprop_alpha: float = 0.95
     """RMSprop squared-gradient momentum (Mnih et al. 2015, Extended Data Table 1)."""
-    rmsprop_eps: float = 0.01
-    """RMSprop min squared gradient (Mnih et al. 2015); torch adds it outside the square root."""
+    rmsprop_eps: float = NATURE_EPS_MEAN_GRADIENT
+    """RMSprop eps. For rmsprop, inside the square root: Nature's 0.01 for a summed minibatch gradient, rescaled
+    to this mean-over-batch loss, 0.01 / 32^2 (derivation in algorithms/optim.py; Dopamine uses 1e-5). For
+    rmsprop_torch, outside it, as torch adds it."""
     rmsprop_centered: bool = True
     """Centered RMSprop, as in DeepMind's implementation (Graves 2013)."""
     batch_size: int = 64
@@ -182,6 +187,11 @@ class MemberAdam(torch.optim.Adam):
 def make_optimizer(cfg: QConfig, params, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
     """The configured element-wise optimizer over stacked member parameters."""
     if cfg.optimizer == "rmsprop":
+        if weight_decay:
+            raise ValueError("rmsprop (DeepMind's) takes no weight decay; use adam or rmsprop_torch")
+        return CenteredRMSprop(params, lr=lr, alpha=cfg.rmsprop_alpha, eps=cfg.rmsprop_eps,
+                               centered=cfg.rmsprop_centered)
+    if cfg.optimizer == "rmsprop_torch":
         return torch.optim.RMSprop(params, lr=lr, alpha=cfg.rmsprop_alpha, eps=cfg.rmsprop_eps,
                                    centered=cfg.rmsprop_centered, weight_decay=weight_decay)
     return MemberAdam(params, lr=lr, eps=cfg.adam_eps, weight_decay=weight_decay)

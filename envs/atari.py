@@ -17,7 +17,8 @@ Protocols (DESIGN.md, Protocols):
 Action sets: nature uses the game's minimal set, machado the full 18 actions (their recommendation).
 Both: no fire-on-reset (neither paper presses FIRE for the agent, and neither
 does Dopamine's Atari preprocessing), raw rewards (the learner clips), and a cap of 108,000 emulator frames per
-game (27,000 agent steps, Dopamine's cap) after which the game is truncated. ale-py draws the no-op start as
+game in training (27,000 agent steps, Dopamine's cap) after which the game is truncated; evaluation episodes
+are capped per protocol (EVAL_EPISODE_FRAMES: nature 18,000 frames, machado 108,000). ale-py draws the no-op start as
 0 to noop_max - 1 emulator frames (not agent steps, the same granularity as gymnasium's AtariPreprocessing and
 the Baselines NoopResetEnv); those frames do not count towards the cap.
 
@@ -56,6 +57,10 @@ FRAME_SHAPE = (84, 84)  # Mnih et al. 2015, Methods "Preprocessing"
 FRAME_STACK = 4  # Mnih et al. 2015, Extended Data Table 1 "agent history length"
 FRAMES_PER_STEP = 4  # emulator frames per agent step; Mnih et al. 2015, Extended Data Table 1 "action repeat"
 MAX_EPISODE_FRAMES = 108_000  # emulator frames (30 min at 60 Hz) = 27,000 agent steps; Dopamine's cap
+# Evaluation episode cap per protocol, in emulator frames: Mnih et al. 2015 (Methods, "Evaluation procedure")
+# and van Hasselt et al. 2016 play "up to 5 min" (18,000 frames = 4,500 agent steps); Machado et al. 2018
+# (Sec. 5.1) cap every episode at 108,000 frames (30 min), in evaluation as in training.
+EVAL_EPISODE_FRAMES = {"nature": 18_000, "machado": 108_000}
 # ale-py's own frame cap, set beyond any game so only ours applies (see the module docstring).
 _NATIVE_FRAME_CAP = 2**31 - 1
 # ALE seeds are C ints, and ale-py ignores a negative seed, leaving the seed it drew from the OS.
@@ -112,7 +117,7 @@ class AtariMemberEnv(MemberEnv):
     frames_per_step = FRAMES_PER_STEP
 
     def __init__(self, env_id: str, seeds: Sequence[int], protocol: str, mode: str,
-                 max_episode_frames: int = MAX_EPISODE_FRAMES):
+                 max_episode_frames: int | None = None):
         if protocol not in PROTOCOLS:
             raise _env_error(f"unknown Atari protocol {protocol!r}; valid: {', '.join(PROTOCOLS)}")
         if mode not in ("train", "eval"):
@@ -123,6 +128,8 @@ class AtariMemberEnv(MemberEnv):
                              f"got {self.seeds}")
         self.num_members = len(self.seeds)
         self.protocol = protocol
+        if max_episode_frames is None:
+            max_episode_frames = MAX_EPISODE_FRAMES if mode == "train" else EVAL_EPISODE_FRAMES[protocol]
         self.max_episode_frames = int(max_episode_frames)
         # Mnih et al. 2015: "the number of lives left ... is then used to mark the end of an episode during
         # training"; their evaluation, and Machado et al. 2018 throughout, end episodes at game over only.
@@ -152,7 +159,8 @@ class AtariMemberEnv(MemberEnv):
         self._vec = AtariVectorEnv(game, self.num_members, **native)
         self.settings = {"env_id": env_id, "rom": game, "ale_py": ale_py.__version__, "protocol": protocol,
                          "mode": mode, "life_loss_ends_episode": self.life_loss_ends_episode,
-                         "max_episode_frames": self.max_episode_frames, **native}
+                         "max_episode_frames": self.max_episode_frames,
+                         "eval_max_episode_frames": EVAL_EPISODE_FRAMES[protocol], **native}
         self.observation_space = gym.spaces.Box(0, 255, FRAME_SHAPE, np.uint8)
         self.action_space = gym.spaces.Discrete(int(self._vec.single_action_space.n))
         self._returns = np.zeros(self.num_members)
@@ -187,7 +195,8 @@ class AtariMemberEnv(MemberEnv):
         finished = [(int(k), float(self._returns[k]), int(self._lengths[k])) for k in np.flatnonzero(game_end)]
         self._returns[game_end] = 0
         self._lengths[game_end] = 0
-        return Step(obs, reward, terminated, truncated, final_obs, finished)
+        return Step(obs, reward, terminated, truncated, final_obs, finished,
+                    life_lost=life_lost if self.protocol == "nature" else None)
 
     def close(self) -> None:
         # Dropping the vector env joins ale-py's worker threads now rather than at garbage collection;
@@ -198,7 +207,8 @@ class AtariMemberEnv(MemberEnv):
 
 
 def make_atari(env_id: str, seeds: Sequence[int], protocol: str, mode: str,
-               max_episode_frames: int = MAX_EPISODE_FRAMES) -> AtariMemberEnv:
+               max_episode_frames: int | None = None) -> AtariMemberEnv:
     """The registry's entry point: M members of ``ALE/<Game>-v5`` under an Atari protocol, in "train" or "eval"
-    mode; ``max_episode_frames`` (emulator frames) exists so tests can reach the cap quickly."""
+    mode; ``max_episode_frames`` (emulator frames; None = the mode's cap, see EVAL_EPISODE_FRAMES) exists so
+    tests can reach the cap quickly."""
     return AtariMemberEnv(env_id, seeds, protocol, mode, max_episode_frames)

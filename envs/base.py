@@ -27,6 +27,9 @@ class Step:
     final_obs: for members whose episode ended, the last observation of that episode; else equal to obs.
     finished: (member, return, length) for every *game* episode that ended on this step, where return is
         the undiscounted sum of raw rewards and length is in agent steps.
+    life_lost: where a life was lost on this step under a protocol whose learner treats that as the end of
+        its episode (Atari ``nature``), also in evaluation, where ``terminated`` ignores it; None = never.
+        The runner uses it to compute true values under the episodes the Q-function learns.
     """
 
     obs: np.ndarray
@@ -35,6 +38,7 @@ class Step:
     truncated: np.ndarray
     final_obs: np.ndarray
     finished: list[tuple[int, float, int]] = field(default_factory=list)
+    life_lost: np.ndarray | None = None
 
     @property
     def episode_end(self) -> np.ndarray:

@@ -29,7 +29,8 @@ class RunSettings:
     eval_episodes: int = 10
     """Evaluation episodes per member per evaluation (Nature: 30; ours for cost)."""
     eval_max_steps: int = 27_000
-    """Cap on agent steps per member per evaluation (27,000 agent steps = 108,000 Atari frames)."""
+    """Budget of agent steps per member for a whole evaluation phase (ours). Each episode's own cap is the
+    protocol's: Atari nature 18,000 frames, machado 108,000 (envs/atari.py, EVAL_EPISODE_FRAMES)."""
     checkpoint_period: int = 0
     """Agent steps between checkpoints; 0 = at every evaluation."""
     checkpoint_replay: bool = True

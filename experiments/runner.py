@@ -63,14 +63,17 @@ class Evaluation:
 
     returns: list[list[float]] = field(default_factory=list)
     q_estimates: list[list[float]] = field(default_factory=list)
-    true_values: list[list[float]] = field(default_factory=list)
+    true_values: list[list[float]] = field(default_factory=list)  # under the learner's episode semantics
+    true_values_game: list[list[float]] = field(default_factory=list)  # to game over
 
 
-def discounted_returns(rewards: list[float], gamma: float) -> list[float]:
-    """G_t = sum_i gamma^i r_{t+i} to the end of the episode, for every t."""
-    out, g = [0.0] * len(rewards), 0.0
+def discounted_returns(rewards: list[float], gamma: float, ends: list[bool] | None = None,
+                       bootstrap: float = 0.0) -> list[float]:
+    """G_t = sum_i gamma^i r_{t+i} for every t, stopping after any step t with ends[t] true (no bootstrap
+    there); after the last step the return continues with ``bootstrap`` (a value of the state reached)."""
+    out, g = [0.0] * len(rewards), bootstrap
     for t in range(len(rewards) - 1, -1, -1):
-        g = rewards[t] + gamma * g
+        g = rewards[t] + gamma * (0.0 if ends is not None and ends[t] else g)
         out[t] = g
     return out
 
@@ -123,42 +126,62 @@ class Runner:
     def evaluate(self, step: int) -> Evaluation:
         """Run the evaluation policy on fresh environments seeded from (member seed, step).
 
-        q_estimate is the mean of max_a Q over the states visited in completed episodes; true_value is the
-        mean discounted return (with the training reward transform) actually obtained from those states,
-        so the two compare like for like (van Hasselt et al. 2016, Fig. 3).
+        q_estimate is the mean of max_a Q over the states visited in completed games. true_value is the mean
+        discounted return (with the training reward transform) actually obtained from those states under the
+        episode semantics the Q-function learns, so the two compare like for like (van Hasselt et al. 2016,
+        Fig. 3): under the Atari ``nature`` protocol a lost life ends the return (Step.life_lost), as it ends
+        the bootstrapped target in training; game over ends it; a time-limit truncation bootstraps from the
+        agent's own max_a Q of the final observation, as the learner's target does (the one term that is an
+        estimate, discounted by gamma^k at k steps before the cut). true_value_game sums to game over (life
+        losses ignored, truncation cut off), the number a game-over reading would report.
         """
         c = self.cfg
         env = make_env(c.env, [env_seed(s, f"eval/{step}") for s in c.seeds], "eval", self.protocol)
         gens = torch_generators(c.seeds, f"eval-act/{step}")
         M = len(c.seeds)
         stacker = FrameStacker(env.reset(), self.frame_stack)
-        ev = Evaluation([[] for _ in range(M)], [[] for _ in range(M)], [[] for _ in range(M)])
+        ev = Evaluation(*([[] for _ in range(M)] for _ in range(4)))
         ep_q: list[list[float]] = [[] for _ in range(M)]
         ep_r: list[list[float]] = [[] for _ in range(M)]
+        ep_life: list[list[bool]] = [[] for _ in range(M)]
         for _ in range(c.run.eval_max_steps):
             obs = stacker.obs()
             q = self.agent.value_estimate(obs.unsqueeze(1))[:, 0].cpu().numpy()
             actions = self.agent.act_eval(obs, gens)
             res = env.step(actions)
             rewards = self.train_reward(res.reward)
+            life_lost = res.life_lost if res.life_lost is not None else np.zeros(M, dtype=bool)
             for k in range(M):
                 ep_q[k].append(float(q[k]))
                 ep_r[k].append(float(rewards[k]))
+                ep_life[k].append(bool(life_lost[k]))
+            final_value = self._final_values(stacker, res) if res.truncated.any() else None
             for k, ret, _length in res.finished:
                 if len(ev.returns[k]) < c.run.eval_episodes:
                     ev.returns[k].append(ret)
                     ev.q_estimates[k] += ep_q[k]
-                    ev.true_values[k] += discounted_returns(ep_r[k], self.gamma)
-                ep_q[k], ep_r[k] = [], []
+                    cut = bool(res.truncated[k]) and not bool(res.terminated[k])
+                    bootstrap = float(final_value[k]) if cut else 0.0
+                    ev.true_values[k] += discounted_returns(ep_r[k], self.gamma, ep_life[k], bootstrap)
+                    ev.true_values_game[k] += discounted_returns(ep_r[k], self.gamma)
+                ep_q[k], ep_r[k], ep_life[k] = [], [], []
             ended = res.episode_end
             for k in np.flatnonzero(ended):
                 if not any(f[0] == k for f in res.finished):  # an episode end that is not a game end
-                    ep_q[k], ep_r[k] = [], []
+                    ep_q[k], ep_r[k], ep_life[k] = [], [], []
             stacker.push(res.obs, ended)
             if all(len(r) >= c.run.eval_episodes for r in ev.returns):
                 break
         env.close()
         return ev
+
+    def _final_values(self, stacker: FrameStacker, res) -> np.ndarray:
+        """max_a Q of each member's final observation stacked onto its current frames (for truncations)."""
+        if self.frame_stack > 1:
+            frames = torch.cat([stacker.frames[:, 1:], torch.as_tensor(res.final_obs).unsqueeze(1)], dim=1)
+        else:
+            frames = torch.as_tensor(res.final_obs)
+        return self.agent.value_estimate(frames.unsqueeze(1))[:, 0].cpu().numpy()
 
     # ---------------------------------------------------------------------------------------- loop
     def train(self, state: dict | None) -> Iterator[tuple[str, dict]]:
@@ -223,7 +246,7 @@ class Runner:
             if self.evaluate_enabled and (step % self.eval_period == 0 or step == c.steps):
                 ev = self.evaluate(step)
                 for metric, values in (("eval_return", ev.returns), ("q_estimate", ev.q_estimates),
-                                       ("true_value", ev.true_values)):
+                                       ("true_value", ev.true_values), ("true_value_game", ev.true_values_game)):
                     means = [float(np.mean(v)) if v else math.nan for v in values]
                     rows += [r for r in self._rows(step, metric, means, episodes) if not math.isnan(r[-1])]
                     if metric == "eval_return" and self.progress is not None:

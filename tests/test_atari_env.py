@@ -93,6 +93,17 @@ def test_nature_training_life_loss_terminates_without_resetting_the_game_and_eva
     assert (member, length) == (0, game_end + 1)
     assert ret == pytest.approx(sum(float(s.reward[0]) for s in game))  # raw rewards summed over all lives
     assert ev[game_end].finished == game[-1].finished
+    # evaluation still reports the lost lives, so true values can follow the learner's episodes
+    assert [t for t, s in enumerate(ev[:game_end]) if s.life_lost[0]] == life_losses
+
+
+def test_machado_reports_no_life_loss_signal():
+    env = make_atari("ALE/Breakout-v5", [3], "machado", "eval")
+    try:
+        steps = play(env, random_actions(env, 300, seed=0))
+    finally:
+        env.close()
+    assert all(s.life_lost is None for s in steps)
 
 
 def test_frame_cap_truncates_with_the_true_last_frame_then_starts_a_new_game():
@@ -148,3 +159,25 @@ def test_unknown_game_raises_env_error_that_says_how_to_list_games():
 def test_seeds_ale_cannot_take_are_rejected():
     with pytest.raises(ValueError, match="seeds must lie"):
         make_atari("ALE/Pong-v5", [2**40], "nature", "train")
+
+
+@pytest.mark.parametrize(("protocol", "eval_frames"), [("nature", 18_000), ("machado", 108_000)])
+def test_evaluation_episode_cap_is_the_protocols_and_training_keeps_108k_frames(protocol, eval_frames):
+    # Mnih et al. 2015 and van Hasselt et al. 2016: 5 minutes of play; Machado et al. 2018: 30 minutes.
+    for mode, frames in (("eval", eval_frames), ("train", 108_000)):
+        env = make_env("ALE/Breakout-v5", [0], mode, protocol)
+        env.close()
+        assert env.settings["max_episode_frames"] == frames
+        assert env.settings["eval_max_episode_frames"] == eval_frames
+
+
+def test_nature_evaluation_truncates_a_game_that_never_ends_at_4500_agent_steps():
+    env = make_env("ALE/Breakout-v5", [0], "eval", "nature")
+    try:
+        # Breakout never launches the ball without FIRE, so NOOP play lasts until the cap.
+        results = play(env, np.zeros((4_500, 1), dtype=np.int64))
+    finally:
+        env.close()
+    ends = [t for t, r in enumerate(results, 1) if r.episode_end[0]]
+    assert ends == [4_500] and results[-1].truncated[0] and not results[-1].terminated[0]
+    assert results[-1].finished == [(0, 0.0, 4_500)]
