@@ -216,8 +216,8 @@ def test_claims_are_judged_per_noise_model_not_pooled():
 
 def test_families_judge_precision_and_locomotion_tasks_apart():
     # a wins on both precision tasks and loses on both locomotion tasks: pooled P(improvement) would be 0.5.
-    df = _table({"a": lambda s, j: 10.0 + s if j < 2 else float(s), "b": lambda s, j: float(s) if j < 2 else 10.0 + s},
-                envs=("P1", "P2", "L1", "L2"))
+    df = _table({"a": lambda s, j: 10.0 + s if j < 2 else float(s),
+                 "b": lambda s, j: float(s) if j < 2 else 10.0 + s}, envs=("P1", "P2", "L1", "L2"))
     claim = _claim(families={"precision": ["P1", "P2"], "locomotion": ["L1", "L2"]})
     verdicts = {v.scope: v for v in claims.evaluate_scopes(claim, df, "quick", reps=REPS, power_sims=POWER_SIMS)}
     assert verdicts["precision: P1, P2"].verdict == claims.REPRODUCED
