@@ -7,8 +7,8 @@ import pytest
 from analysis import claims
 
 REPS = 200  # bootstrap replications: enough for the verdict logic, cheap on 2 CPU cores
-SEEDS = range(6)
-POWER_SIMS = 50  # simulated experiments per power estimate: enough to exercise the simulation  # quick scale needs 5 runs per task
+SEEDS = range(6)  # quick scale needs 5 runs per task
+POWER_SIMS = 50  # simulated experiments per power estimate: enough to exercise the simulation
 
 
 def _table(values_by_algo, suite="s", metric="eval_return", envs=("A", "B"), **extra):
