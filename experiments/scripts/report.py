@@ -51,7 +51,13 @@ def main(snakemake) -> None:
     text = report.render_report(verdicts, provenance, scale, members=members, analysis_commit=commit)
     report.write_report(text, snakemake.output.report)
     table = verdicts.rename(columns={"ci_low": "estimate_ci_low", "ci_high": "estimate_ci_high"})[VERDICT_COLUMNS]
-    tables.write_table_formats(table, Path(snakemake.output.claims_csv).with_suffix(""))
+    notes = ["Verdicts against the null: reproduced when the 95% stratified-bootstrap percentile CI excludes it "
+             "on the claimed side, contradicted on the opposite side, inconclusive otherwise; detectable: the "
+             "effect reproduced with 80% power at these run counts (analysis/claims.py).",
+             f"Analysis code: {commit}."]
+    tables.write_table_formats(table, Path(snakemake.output.claims_csv).with_suffix(""),
+                               caption=f"Replication verdicts, {scale} scale, one row per claim and scope.",
+                               notes=notes)
     counts = verdicts["verdict"].value_counts().to_dict()
     print(f"report ({scale}): {len(verdicts)} claims {counts}; {len(provenance)} runs")
 
