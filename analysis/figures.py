@@ -35,7 +35,7 @@ LABELS = {
     "q_learning": "Q-learning", "fitted_q": "fitted Q-iteration",
     "max_estimator": "max estimator (Q-learning)", "double_estimator": "double estimator (Double Q-learning)",
     "sensitivity": "DQN and its ablations",
-    "num_actions": "number of actions (log scale)", "replay_size": "replay buffer size (transitions)",
+    "num_actions": "number of actions", "replay_size": "replay buffer size (transitions)",
     "target_period": "target copy period (agent steps)", "polyak_tau": "Polyak rate tau (per step)",
     "batch_size": "minibatch size (transitions)", "lr": "Adam learning rate", "loss": "TD loss",
     "ablation": "change to the baseline DQN", "step": "agent steps", "episodes": "training episodes",
