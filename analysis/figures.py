@@ -45,6 +45,11 @@ LABELS = {
 }
 
 
+# Values of categorical settings as a reader names them (the ablation tags of the sensitivity suite, losses).
+CATEGORY_LABELS = {"baseline": "baseline", "double": "double Q", "dueling": "dueling", "mse": "squared loss",
+                   "huber": "Huber loss", "n_step": "3-step return", "per": "prioritized replay"}
+
+
 def label(name) -> str:
     """The reader's name of a column, metric or group (``LABELS``), else the name itself."""
     return LABELS.get(str(name), str(name))
@@ -225,7 +230,8 @@ def _final_vs_value(df: pd.DataFrame, column: str, metric: str, last_fraction: f
             if not mine.empty:
                 _draw_final_vs(ax, mine, column, categories, str(group), colors[group])
         if categories is not None:
-            ax.set_xticks(range(len(categories)), [str(c) for c in categories])
+            ax.set_xticks(range(len(categories)), [CATEGORY_LABELS.get(str(c), str(c)) for c in categories],
+                          rotation=30, ha="right")
             ax.set_xlim(-0.5, len(categories) - 0.5)
         # Swept sizes and rates span orders of magnitude (replay 1e4..1e6, lr 1e-5..1e-3).
         elif values[0] > 0 and values[-1] / values[0] >= 100:
@@ -233,8 +239,15 @@ def _final_vs_value(df: pd.DataFrame, column: str, metric: str, last_fraction: f
         ax.set_title(env)
         ax.set_xlabel(label(column))
     axes[0, 0].set_ylabel(ylabel)
-    axes[0, 0].legend(fontsize="small", title="mean, 95% CI; dots: runs", title_fontsize="small")
+    _legend_below(fig)
     return fig
+
+
+def _legend_below(fig: Figure) -> None:
+    """One legend for all panels, under them, so it never covers data."""
+    handles, labels = fig.axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(3, len(labels)), fontsize="small",
+               title="mean, 95% CI; dots: runs", title_fontsize="small")
 
 
 def sensitivity(df: pd.DataFrame, hyperparameter: str, *, metric: str = "eval_return",
@@ -242,8 +255,8 @@ def sensitivity(df: pd.DataFrame, hyperparameter: str, *, metric: str = "eval_re
     """Final performance against a hyperparameter's value (a column, e.g. ``replay_size``, ``double``), one
     panel per environment, one labelled median line per ``hue`` group, each run as a dot (Lange's tutorial
     sweeps; an on/off ablation is a two-valued hyperparameter)."""
-    window = f"mean over the last {last_fraction:.0%} of training"
-    return _final_vs_value(df, hyperparameter, metric, last_fraction, hue, f"{label(metric)}\n({window})")
+    return _final_vs_value(df, hyperparameter, metric, last_fraction, hue,
+                           f"{label(metric)}, last {last_fraction:.0%} of run")
 
 
 def overestimation_bias(df: pd.DataFrame, *, metric: str = "estimation_bias",
@@ -259,8 +272,9 @@ def overestimation_bias(df: pd.DataFrame, *, metric: str = "estimation_bias",
             theory = rows.groupby(num_actions)["value"].mean()
             ax.plot(theory.index, theory.to_numpy(), color="black", linestyle="--", linewidth=1,
                     label="exact expectation" if i == 0 else "_nolegend_")
-        if not mine.empty:
-            ax.legend(fontsize="small", title="mean, 95% CI; dots: runs", title_fontsize="small")
+    for legend in fig.legends:
+        legend.remove()
+    _legend_below(fig)
     return fig
 
 

@@ -104,7 +104,7 @@ def test_sensitivity_places_an_on_off_ablation_on_categorical_positions():
     parts = [_rows("dqn", "CartPole-v1", s, "eval_return", [0.0, 0.0, v], loss=loss)
              for s in range(2) for loss, v in [("mse", 1.0), ("huber", 5.0)]]
     ax = figures.sensitivity(pd.concat(parts), "loss").axes[0]
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["huber", "mse"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["Huber loss", "squared loss"]
     # Points with their CIs, no line joining the categories.
     (points,) = [c for c in ax.containers]
     np.testing.assert_array_equal(points.lines[0].get_ydata(), [5.0, 1.0])
