@@ -464,14 +464,15 @@ def evaluate_scopes(claim: Claim, df: pd.DataFrame, scale: str, *, reps: int | N
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; valid: {', '.join(SCALES)}")
     threshold = float(claim.thresholds.get(scale, math.nan))
+    known = {"null": _null(claim, threshold),
+             "published": math.nan if claim.published is None else float(claim.published)}
     needed = [c for c in dict.fromkeys((claim.group, claim.task, *claim.where, *filter(None, [claim.split_by])))
               if c not in df.columns]
     if needed:
-        return [Verdict(claim.id, scale, INCONCLUSIVE, f"no runs: the table has no column {needed}",
-                        null=_null(claim, threshold))]
+        return [Verdict(claim.id, scale, INCONCLUSIVE, f"no runs: the table has no column {needed}", **known)]
     rows = _select(claim, df)
     if rows.empty:
-        return [Verdict(claim.id, scale, INCONCLUSIVE, "no runs", null=_null(claim, threshold))]
+        return [Verdict(claim.id, scale, INCONCLUSIVE, "no runs", **known)]
     return [_judge_scope(claim, scope, part, scale, threshold, reps, base_seed, power_sims)
             for scope, part in _scopes(claim, rows)]
 

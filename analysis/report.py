@@ -187,9 +187,10 @@ def render_report(verdicts: pd.DataFrame, info: pd.DataFrame, scale: str, *,
             by_run = bad.groupby(["run_id", "bound"], sort=True).agg(
                 seeds=("seed", lambda s: " ".join(map(str, sorted(s)))), largest=("max_abs_q", "max")).reset_index()
             lines += ["", "Diverged members (largest |Q estimate| against the bound):", ""]
+            folders = dict(zip(info["run_id"], info["run_dir"], strict=True)) if "run_dir" in info.columns else {}
             lines += _markdown_rows(["run", "seeds", "largest abs Q", "bound"],
-                                    [[b["run_id"], b["seeds"], f"{b['largest']:.3g}", format_number(b["bound"])]
-                                     for _, b in by_run.iterrows()])
+                                    [[folders.get(b["run_id"], b["run_id"]), b["seeds"], f"{b['largest']:.3g}",
+                                      format_number(b["bound"])] for _, b in by_run.iterrows()])
     lines += ["", "## Compute spent", ""]
     lines += _markdown_rows(
         ["suite", "runs", "complete", "diverged", "failed", "no wall time", "wall time"],
