@@ -256,7 +256,7 @@ def sensitivity(df: pd.DataFrame, hyperparameter: str, *, metric: str = "eval_re
     panel per environment, one labelled median line per ``hue`` group, each run as a dot (Lange's tutorial
     sweeps; an on/off ablation is a two-valued hyperparameter)."""
     return _final_vs_value(df, hyperparameter, metric, last_fraction, hue,
-                           f"{label(metric)}, last {last_fraction:.0%} of run")
+                           f"{label(metric)} (last {last_fraction:.0%})")
 
 
 def overestimation_bias(df: pd.DataFrame, *, metric: str = "estimation_bias",
