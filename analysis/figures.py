@@ -3,8 +3,10 @@
 Figures are built as ``matplotlib.figure.Figure`` objects, never through pyplot, so no global figure state
 is touched and any backend works; saving goes through Agg (PNG) and the PDF backend. Seaborn supplies the
 style and the colour-blind palette. Curves are summarised here, not by seaborn's estimators, so the plotted
-numbers are exactly the documented ones: the median over seeds with a 10-90% band (van Hasselt et al. 2016,
-Fig. 3), computed at equal agent steps (every seed evaluates at the same steps) and placed at the median x.
+numbers are exactly the documented ones: the mean over seeds with its 95% percentile-bootstrap CI (the interval
+the tables and verdicts use), computed at equal agent steps (every seed evaluates at the same steps) and placed
+at the median x; van Hasselt et al.'s Fig. 3 analogue keeps the paper's median and 10-90% band. Axes and legends
+use the names of ``LABELS``, with units; categorical settings are drawn as separate points, never joined.
 """
 
 from __future__ import annotations
@@ -18,13 +20,39 @@ import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from analysis import reference, tidy
+from analysis import reference, stats, tidy
 
 BAND = (0.1, 0.9)  # van Hasselt et al. 2016, Fig. 3: "median ... 10% and 90% quantiles" over seeds
 # van Hasselt et al. 2016, Fig. 3 draws these games' value estimates on a log scale: DQN's estimates explode.
 VAN_HASSELT_LOG_SCALE_GAMES = ("wizard_of_wor", "asterix")
 AGGREGATE_TITLES = {"iqm": "IQM", "median": "Median", "mean": "Mean", "optimality_gap": "Optimality Gap"}
 PANEL_SIZE = (3.4, 2.6)  # inches per panel
+CI_REPS = 2_000  # bootstrap replications of a plotted mean's 95% CI (rliable's for its profiles)
+LABELS = {
+    "dqn": "DQN", "double_dqn": "Double DQN", "dueling_dqn": "Dueling DQN", "per_dqn": "DQN + prioritized replay",
+    "nstep_dqn": "DQN + 3-step returns", "ddpg": "DDPG", "naf": "NAF", "naf_imagination": "NAF + imagination",
+    "naf_imagination_nn": "NAF + imagination (NN model)", "sampled_q": "uniform sampled max", "cem_q": "CEM max",
+    "q_learning": "Q-learning", "fitted_q": "fitted Q-iteration",
+    "max_estimator": "max estimator (Q-learning)", "double_estimator": "double estimator (Double Q-learning)",
+    "sensitivity": "DQN and its ablations",
+    "num_actions": "number of actions", "replay_size": "replay buffer size (transitions)",
+    "target_period": "target copy period (agent steps)", "polyak_tau": "Polyak rate tau (per step)",
+    "batch_size": "minibatch size (transitions)", "lr": "Adam learning rate", "loss": "TD loss",
+    "ablation": "change to the baseline DQN", "step": "agent steps", "episodes": "training episodes",
+    "frames": "emulator frames", "eval_return": "test return", "q_estimate": "value estimate",
+    "estimation_bias": "bias: estimate - true value", "fit_estimation_bias": "bias: estimate - true value",
+    "q_error_max": "max |Q - Q*|", "greedy_value_gap": "V* - V(greedy policy)",
+}
+
+
+# Values of categorical settings as a reader names them (the ablation tags of the sensitivity suite, losses).
+CATEGORY_LABELS = {"baseline": "baseline", "double": "double Q", "dueling": "dueling", "mse": "squared loss",
+                   "huber": "Huber loss", "n_step": "3-step return", "per": "prioritized replay"}
+
+
+def label(name) -> str:
+    """The reader's name of a column, metric or group (``LABELS``), else the name itself."""
+    return LABELS.get(str(name), str(name))
 
 
 def _figure(nrows: int, ncols: int, sharex: bool | str = False) -> tuple[Figure, np.ndarray]:
@@ -50,6 +78,25 @@ def median_band(rows: pd.DataFrame, x: str = "step", value: str = "value") -> pd
         "x": groups[x].median(), "median": groups[value].median(),
         "low": groups[value].quantile(BAND[0]), "high": groups[value].quantile(BAND[1]),
     }).reset_index(drop=True)
+
+
+def mean_ci(values: np.ndarray, name: str, reps: int = CI_REPS) -> tuple[float, float, float]:
+    """Mean of ``values`` and its 95% percentile-bootstrap CI; the stream is seeded by ``name`` alone."""
+    values = np.asarray(values, float)
+    rng = np.random.default_rng(stats.name_seed(name))
+    means = values[rng.integers(0, len(values), size=(reps, len(values)))].mean(axis=1)
+    low, high = np.quantile(means, [0.025, 0.975])
+    return float(values.mean()), float(low), float(high)
+
+
+def mean_band(rows: pd.DataFrame, x: str = "step", value: str = "value", name: str = "") -> pd.DataFrame:
+    """Mean over seeds and its 95% bootstrap CI per agent step: columns x (median over seeds), median (the
+    mean; the column name is the band's centre line), low, high."""
+    out = []
+    for step, group in rows.groupby("step", sort=True):
+        centre, low, high = mean_ci(group[value].to_numpy(), f"{name}|{step}")
+        out.append({"x": group[x].median(), "median": centre, "low": low, "high": high})
+    return pd.DataFrame(out, columns=["x", "median", "low", "high"])
 
 
 def _draw_band(ax: Axes, summary: pd.DataFrame, label: str, color, marker: str | None = None) -> None:
@@ -102,8 +149,9 @@ def overestimation_curves(df: pd.DataFrame, *, algos: Sequence[str] = ("dqn", "d
 
 def learning_curves(df: pd.DataFrame, metric: str = "eval_return", *, x: str = "step",
                     algos: Sequence[str] | None = None, envs: Sequence[str] | None = None,
-                    yscale: str = "linear", ylabel: str | None = None) -> Figure:
-    """``metric`` over training, a panel per environment, a labelled median line (and band) per algorithm."""
+                    yscale: str = "linear", ylabel: str | None = None, xlabel: str | None = None) -> Figure:
+    """``metric`` over training, a panel per environment, per algorithm a line at the mean over seeds with
+    its 95% CI band."""
     rows = df[df["metric"] == metric]
     if algos is not None:
         rows = rows[rows["algo"].isin(algos)]
@@ -116,12 +164,12 @@ def learning_curves(df: pd.DataFrame, metric: str = "eval_return", *, x: str = "
         for algo in algos:
             mine = rows[(rows["env"] == env) & (rows["algo"] == algo)]
             if not mine.empty:
-                _draw_band(ax, median_band(mine, x), algo, colors[algo])
+                _draw_band(ax, mean_band(mine, x, name=f"{algo}|{env}"), label(algo), colors[algo])
         ax.set_title(env)
-        ax.set_xlabel(x)
+        ax.set_xlabel(xlabel or label(x))
         ax.set_yscale(yscale)
-    axes[0, 0].set_ylabel(ylabel or metric)
-    axes[0, 0].legend(fontsize="small")
+    axes[0, 0].set_ylabel(ylabel or label(metric))
+    axes[0, 0].legend(fontsize="small", title="mean, 95% CI", title_fontsize="small")
     return fig
 
 
@@ -136,22 +184,29 @@ def imagination_curves(df: pd.DataFrame, algos: Sequence[str] | None = None) -> 
     return learning_curves(df, "eval_return", x="episodes", algos=algos, ylabel="test return")
 
 
-def tabular_convergence(df: pd.DataFrame, metric: str = "q_error_max") -> Figure:
+def tabular_convergence(df: pd.DataFrame, metric: str = "q_error_max",
+                        algos: Sequence[str] | None = None) -> Figure:
     """max_{s,a} |Q - Q*| against agent steps on each small MDP, log scale: converging to Q* heads to 0."""
-    return learning_curves(df, metric, x="step", yscale="log", ylabel="max |Q - Q*|")
+    return learning_curves(df, metric, x="step", algos=algos, yscale="log", ylabel="max |Q - Q*|")
 
 
-def _draw_final_vs(ax: Axes, scores: pd.DataFrame, column: str, categories: list | None, label: str,
+def _draw_final_vs(ax: Axes, scores: pd.DataFrame, column: str, categories: list | None, name: str,
                    color) -> None:
-    groups = scores.groupby(column, sort=True)["score"]
-    summary = pd.DataFrame({"median": groups.median(), "low": groups.quantile(BAND[0]),
-                            "high": groups.quantile(BAND[1])}).reset_index()
+    rows = []
+    for value, group in scores.groupby(column, sort=True):
+        centre, low, high = mean_ci(group["score"].to_numpy(), f"{name}|{value}")
+        rows.append({column: value, "median": centre, "low": low, "high": high})
+    summary = pd.DataFrame(rows)
     if categories is None:
         summary["x"], run_x = summary[column], scores[column]
+        _draw_band(ax, summary, label(name), color, marker="o")
     else:
+        # Categories have no order between them: points with their CIs, no line joining them.
         position = {c: i for i, c in enumerate(categories)}
         summary["x"], run_x = summary[column].map(position), scores[column].map(position)
-    _draw_band(ax, summary, label, color, marker="o")
+        errors = [summary["median"] - summary["low"], summary["high"] - summary["median"]]
+        ax.errorbar(summary["x"], summary["median"], yerr=errors, fmt="o", color=color, capsize=3,
+                    label=label(name))
     ax.scatter(run_x, scores["score"], color=color, s=8, alpha=0.5, label="_nolegend_")
 
 
@@ -175,15 +230,24 @@ def _final_vs_value(df: pd.DataFrame, column: str, metric: str, last_fraction: f
             if not mine.empty:
                 _draw_final_vs(ax, mine, column, categories, str(group), colors[group])
         if categories is not None:
-            ax.set_xticks(range(len(categories)), [str(c) for c in categories])
+            ax.set_xticks(range(len(categories)), [CATEGORY_LABELS.get(str(c), str(c)) for c in categories],
+                          rotation=30, ha="right")
+            ax.set_xlim(-0.5, len(categories) - 0.5)
         # Swept sizes and rates span orders of magnitude (replay 1e4..1e6, lr 1e-5..1e-3).
         elif values[0] > 0 and values[-1] / values[0] >= 100:
             ax.set_xscale("log")
         ax.set_title(env)
-        ax.set_xlabel(column)
+        ax.set_xlabel(label(column))
     axes[0, 0].set_ylabel(ylabel)
-    axes[0, 0].legend(fontsize="small")
+    _legend_below(fig)
     return fig
+
+
+def _legend_below(fig: Figure) -> None:
+    """One legend for all panels, under them, so it never covers data."""
+    handles, labels = fig.axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(3, len(labels)), fontsize="small",
+               title="mean, 95% CI; dots: runs", title_fontsize="small")
 
 
 def sensitivity(df: pd.DataFrame, hyperparameter: str, *, metric: str = "eval_return",
@@ -191,7 +255,8 @@ def sensitivity(df: pd.DataFrame, hyperparameter: str, *, metric: str = "eval_re
     """Final performance against a hyperparameter's value (a column, e.g. ``replay_size``, ``double``), one
     panel per environment, one labelled median line per ``hue`` group, each run as a dot (Lange's tutorial
     sweeps; an on/off ablation is a two-valued hyperparameter)."""
-    return _final_vs_value(df, hyperparameter, metric, last_fraction, hue, f"final {metric}")
+    return _final_vs_value(df, hyperparameter, metric, last_fraction, hue,
+                           f"{label(metric)} (last {last_fraction:.0%})")
 
 
 def overestimation_bias(df: pd.DataFrame, *, metric: str = "estimation_bias",
@@ -199,7 +264,18 @@ def overestimation_bias(df: pd.DataFrame, *, metric: str = "estimation_bias",
     """van Hasselt et al. 2016, Fig. 1 analogue: bias of the max estimator and of the double estimator
     against the number of actions (one labelled line per estimator, the ``algo`` column); each run's point is
     the mean of all its ``metric`` observations."""
-    return _final_vs_value(df, num_actions, metric, 1.0, "algo", "estimation bias")
+    fig = _final_vs_value(df, num_actions, metric, 1.0, "algo", label(metric))
+    exact = df[df["metric"] == "exact_bias"]
+    for ax in fig.axes:
+        mine = exact[exact["env"] == ax.get_title()]
+        for i, (_, rows) in enumerate(mine.groupby("algo", sort=True)):
+            theory = rows.groupby(num_actions)["value"].mean()
+            ax.plot(theory.index, theory.to_numpy(), color="black", linestyle="--", linewidth=1,
+                    label="exact expectation" if i == 0 else "_nolegend_")
+    for legend in fig.legends:
+        legend.remove()
+    _legend_below(fig)
+    return fig
 
 
 def aggregate_intervals_plot(intervals: pd.DataFrame, score_label: str = "human normalized score") -> Figure:

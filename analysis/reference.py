@@ -77,3 +77,36 @@ def atari_game_key(env: str) -> str:
     name = env.split("/")[-1]
     name = re.sub(r"(NoFrameskip)?-v\d+$", "", name)
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+# Fixed return targets for data efficiency (episodes to reach the target), keyed by the gymnasium task without
+# its -fixedH suffix: gymnasium's own registered ``reward_threshold`` ("solved"), gymnasium 1.x
+# (gymnasium/envs/__init__.py). Tasks registered without one (Pendulum-v1, Walker2d-v5) have no entry.
+GYMNASIUM_RETURN_TARGETS = {
+    "CartPole-v1": 475.0,
+    "Acrobot-v1": -100.0,
+    "InvertedPendulum-v5": 950.0,
+    "InvertedDoublePendulum-v5": 9100.0,
+    "Reacher-v5": -3.75,
+    "Pusher-v5": 0.0,
+    "HalfCheetah-v5": 4800.0,
+    "Swimmer-v5": 360.0,
+    "Hopper-v5": 3800.0,
+    "Ant-v5": 6000.0,
+}
+GYMNASIUM_TARGETS_SOURCE = "gymnasium 1.x task registrations, reward_threshold"
+
+# The largest |reward| of one step, where the task bounds it (from each task's reward definition in gymnasium):
+# CartPole +1 per step; Acrobot -1 per step; MountainCar -1 per step; Pendulum -(theta^2 + 0.1 thetadot^2 +
+# 0.001 u^2) with |theta| <= pi, |thetadot| <= 8, |u| <= 2. MuJoCo locomotion rewards are unbounded.
+REWARD_BOUNDS = {
+    "CartPole-v1": 1.0,
+    "Acrobot-v1": 1.0,
+    "MountainCar-v0": 1.0,
+    "Pendulum-v1": 3.141592653589793 ** 2 + 0.1 * 8 ** 2 + 0.001 * 2 ** 2,
+}
+
+
+def return_target(env: str) -> float | None:
+    """The fixed return target of a task (GYMNASIUM_RETURN_TARGETS), or None where gymnasium gives none."""
+    return GYMNASIUM_RETURN_TARGETS.get(env.replace("-fixedH", ""))

@@ -1,7 +1,8 @@
 """results/<scale>/report.md: claim by claim, the verdict with its numbers, runs, figure and compute spent.
 
-``render_report`` is a pure function of the verdict table (claims.evaluate_all) and the run table
-(tidy.run_info); ``write_report`` writes its text atomically.
+``render_report`` is a pure function of the verdict table (claims.evaluate_all), the run table (tidy.run_info,
+with collect.py's git_dirty where known), the per-member divergence table (tidy.diverged_members) and the
+analysis commit; ``write_report`` writes its text atomically.
 """
 
 from __future__ import annotations
@@ -29,6 +30,31 @@ def _estimate(row) -> str:
     if pd.isna(row["estimate"]):
         return ""
     return format_interval(row["estimate"], row["ci_low"], row["ci_high"])
+
+
+def _published(row) -> str:
+    if pd.isna(row["published"]):
+        return ""
+    return f"{format_number(row['published'])} ({row['versus_published']})" if row["versus_published"] else \
+        format_number(row["published"])
+
+
+def _dirty_runs(info: pd.DataFrame) -> list[str]:
+    if "git_dirty" not in info.columns:
+        return []
+    dirty = info["git_dirty"].astype(str).str.lower() == "true"
+    return sorted(info.loc[dirty, "run_dir"].astype(str))
+
+
+def divergence_summary(members: pd.DataFrame) -> pd.DataFrame:
+    """Per suite: members with Q estimates, members judged (a known bound or the runner's flag), diverged."""
+    columns = ["suite", "members", "judged", "diverged"]
+    if members.empty:
+        return pd.DataFrame(columns=columns)
+    judged = members["bound"].notna() | members["diverged_flag"]
+    table = members.assign(judged=judged).groupby("suite", sort=True).agg(
+        members=("seed", "size"), judged=("judged", "sum"), diverged=("diverged", "sum")).reset_index()
+    return table[columns]
 
 
 def _hours(seconds: float) -> str:
@@ -73,12 +99,15 @@ def _without_runs(verdicts: pd.DataFrame) -> str:
     return f" ({len(none)} of them for want of runs; suites: {', '.join(sorted(none['suite'].unique()))})"
 
 
-def render_report(verdicts: pd.DataFrame, info: pd.DataFrame, scale: str) -> str:
+def render_report(verdicts: pd.DataFrame, info: pd.DataFrame, scale: str, *,
+                  members: pd.DataFrame | None = None, analysis_commit: str = "unknown") -> str:
     """The Markdown report for one scale.
 
     ``verdicts``: claims.evaluate_all's table. ``info``: tidy.run_info over every run folder of the scale,
-    failed ones included (their compute was spent too). Figures are linked relative to results/<scale>/ and
-    only for claims that had runs.
+    failed ones included (their compute was spent too), with git_dirty where known. ``members``:
+    tidy.diverged_members. ``analysis_commit``: the commit of the code that produced this report (with
+    "(dirty)" when its analysis code had uncommitted changes). Figures are linked relative to
+    results/<scale>/ and only for claims that had runs.
     """
     if scale not in claims.SCALES:
         raise ValueError(f"unknown scale {scale!r}; valid: {', '.join(claims.SCALES)}")
@@ -88,44 +117,80 @@ def render_report(verdicts: pd.DataFrame, info: pd.DataFrame, scale: str) -> str
     elif scale == "quick":
         lines += [QUICK_NOTE, ""]
     counts = verdicts["verdict"].value_counts()
+    members = tidy.diverged_members(pd.DataFrame(columns=["metric"]), pd.DataFrame(columns=["run_id"])) \
+        if members is None else members
+    diverged = divergence_summary(members)
+    dirty = _dirty_runs(info)
     spent = compute_spent(info)
     total = spent.iloc[-1]
     commits = sorted(c for c in info["git_commit"].dropna().unique())
     unrecorded = int(total["no_wall_time"])
+    n_members, n_diverged = int(diverged["members"].sum()), int(diverged["diverged"].sum())
     lines += [
-        f"{len(verdicts)} claims: {counts.get(claims.REPRODUCED, 0)} reproduced, "
-        f"{counts.get(claims.NOT_REPRODUCED, 0)} not reproduced, "
+        f"{len(verdicts)} verdicts on {verdicts['claim_id'].nunique()} claims (a claim judged per task, noise "
+        f"model or family has one per scope): {counts.get(claims.REPRODUCED, 0)} reproduced, "
+        f"{counts.get(claims.CONTRADICTED, 0)} contradicted, "
         f"{counts.get(claims.INCONCLUSIVE, 0)} inconclusive" + _without_runs(verdicts) + ".",
         f"{int(total['runs'])} runs ({int(total['complete'])} complete, {int(total['diverged'])} diverged, "
-        f"{int(total['failed'])} failed); compute spent {_hours(total['wall_time_s'])} of wall time "
-        "(sum over run.json)"
+        f"{int(total['failed'])} failed, by run status); compute spent {_hours(total['wall_time_s'])} of wall "
+        "time (sum over run.json)"
         + (f"; a lower bound: {unrecorded} of the runs recorded no wall time." if unrecorded else "."),
-        f"Code: {', '.join(commits) if commits else 'unknown commit'}.",
+        f"Diverged members (seeds) by magnitude: {n_diverged} of {n_members} members with value estimates "
+        f"(|Q estimate| above {tidy.Q_BOUND_MARGIN:g} x r_max / (1 - gamma), or the runner's per-member flag; "
+        "section Divergence). They stay in every estimate: dropping them would favour the unstable settings.",
+        f"Training code: {', '.join(commits) if commits else 'unknown commit'}. Analysis code: {analysis_commit}.",
+        (f"**Dirty checkout**: {len(dirty)} run(s) were trained from a checkout with uncommitted changes, so "
+         f"their code is not exactly the commit above: {', '.join(dirty)}." if dirty
+         else "Every run was trained from a clean checkout."),
         "",
-        "Verdicts: reproduced when the estimate passes the threshold and its 95% stratified-bootstrap CI "
-        "excludes the null; not reproduced when the CI lies wholly on the wrong side of the null or wholly "
-        "short of the threshold; inconclusive otherwise or without enough runs (analysis/claims.py).",
+        "Verdicts (analysis/claims.py): reproduced when the 95% stratified-bootstrap percentile CI excludes the "
+        "null on the claimed side; contradicted when it excludes it on the opposite side; inconclusive when it "
+        "contains the null or the runs are too few. Beside each: the published effect on the same statistic "
+        "(ours smaller / larger / consistent with it), and the smallest effect these run counts detect with "
+        f"{claims.POWER:.0%} power in a simulation of the same rule ({claims.POWER_SIMS} simulated experiments, "
+        "normal scores with the observed within-task SD). Probability-of-improvement CIs use 2,000 bootstrap "
+        "replications, the others 50,000 (rliable's defaults), unless the workflow's bootstrap_reps says less.",
         "",
         "## Claims",
         "",
     ]
     lines += _markdown_rows(
-        ["claim", "source", "verdict", "estimate [95% CI]", "threshold", "runs", "figure"],
-        [[r["claim_id"], r["source"], r["verdict"], _estimate(r), format_number(r["threshold"]),
-          str(r["n_runs"]), _figure_link(r)] for _, r in verdicts.iterrows()])
+        ["claim", "scope", "verdict", "estimate [95% CI]", "null", "published (vs ours)", "detectable (80%)",
+         "runs", "figure"],
+        [[r["claim_id"], r["scope"], r["verdict"], _estimate(r), format_number(r["null"]), _published(r),
+          format_number(r["detectable"]), str(r["n_runs"]), _figure_link(r)] for _, r in verdicts.iterrows()])
     for _, r in verdicts.iterrows():
         comparison = r["comparison"] + (f" ({r['a']} vs {r['b']})" if r["b"] else f" ({r['a']})")
         lines += [
-            "", f"### {r['claim_id']}: {r['verdict']}", "",
+            "", f"### {r['claim_id']} [{r['scope']}]: {r['verdict']}", "",
             f"- statement: {r['statement']}",
             f"- source: {r['source']}",
-            f"- test: {comparison}, threshold {format_number(r['threshold'])} at {scale} scale",
+            f"- test: {comparison}, null {format_number(r['null'])}"
+            + (f"; aggregation: {r['aggregation']}" if r["aggregation"] else ""),
             f"- estimate [95% CI]: {_estimate(r) or 'none'}",
+            f"- published: {_published(r) or 'none'}" + (f" ({r['published_note']})" if r["published_note"] else ""),
+            f"- detectable with 80% power at these runs: {format_number(r['detectable']) or 'none'}",
             f"- runs: {r['n_runs']}" + (f" ({r['runs']})" if r["runs"] else ""),
             f"- why: {r['reason']}",
         ]
         if _figure_link(r):
             lines += ["", f"![{r['claim_id']}]({r['figure']}.{FIGURE_EXT})"]
+    lines += ["", "## Divergence", ""]
+    if members.empty:
+        lines += ["No run logged value estimates."]
+    else:
+        lines += _markdown_rows(["suite", "members", "judged", "diverged"],
+                                [[d["suite"], str(int(d["members"])), str(int(d["judged"])), str(int(d["diverged"]))]
+                                 for _, d in diverged.iterrows()])
+        bad = members[members["diverged"]]
+        if not bad.empty:
+            by_run = bad.groupby(["run_id", "bound"], sort=True).agg(
+                seeds=("seed", lambda s: " ".join(map(str, sorted(s)))), largest=("max_abs_q", "max")).reset_index()
+            lines += ["", "Diverged members (largest |Q estimate| against the bound):", ""]
+            folders = dict(zip(info["run_id"], info["run_dir"], strict=True)) if "run_dir" in info.columns else {}
+            lines += _markdown_rows(["run", "seeds", "largest abs Q", "bound"],
+                                    [[folders.get(b["run_id"], b["run_id"]), b["seeds"], f"{b['largest']:.3g}",
+                                      format_number(b["bound"])] for _, b in by_run.iterrows()])
     lines += ["", "## Compute spent", ""]
     lines += _markdown_rows(
         ["suite", "runs", "complete", "diverged", "failed", "no wall time", "wall time"],

@@ -49,12 +49,14 @@ def _mnih2015_dqn(human_table: str | None) -> pd.DataFrame:
 
 
 def result_table(df: pd.DataFrame, metric: str = "eval_return", *, last_fraction: float = tidy.FINAL_FRACTION,
-                 human_table: str | None = None, reps: int = stats.AGGREGATE_REPS,
-                 base_seed: int = 0) -> pd.DataFrame:
+                 human_table: str | None = None, reps: int = stats.AGGREGATE_REPS, base_seed: int = 0,
+                 step_units: dict[str, str] | None = None) -> pd.DataFrame:
     """One row per (algo, env): mean and IQM of the final ``metric`` over seeds with CIs, n_runs, budget
     (agent steps and frames), protocol, and Mnih et al. 2015's DQN score beside ``dqn`` on its 7 games.
 
     With ``human_table`` scores (and the published one) are human-normalized against that table.
+    ``step_units``: algo -> what its step column counts where it is not agent steps (fitted Q-iteration:
+    iterations); such rows give their count under ``steps`` with the unit in ``step_unit``, and no frames.
     """
     scores = tidy.final_scores(df, metric, last_fraction=last_fraction)
     if human_table is not None:
@@ -62,8 +64,13 @@ def result_table(df: pd.DataFrame, metric: str = "eval_return", *, last_fraction
     rows = []
     for (algo, env), runs in scores.groupby(["algo", "env"], sort=True):
         estimates = _mean_and_iqm(f"{algo}|{env}", runs["score"].to_numpy(float), reps, base_seed)
-        rows.append({"algo": algo, "env": env, **estimates, **_budget(runs),
-                     "human_table": human_table or ""})
+        budget = _budget(runs)
+        unit = (step_units or {}).get(algo)
+        if step_units is not None:
+            budget = {"n_runs": budget["n_runs"], "steps": budget["agent_steps"],
+                      "step_unit": unit or "agent steps", "frames": math.nan if unit else budget["frames"],
+                      "protocol": budget["protocol"]}
+        rows.append({"algo": algo, "env": env, **estimates, **budget, "human_table": human_table or ""})
     table = pd.DataFrame(rows)
     if table.empty:
         return table
@@ -138,29 +145,45 @@ def naf_vs_ddpg_table(df: pd.DataFrame, *, algos: Sequence[str] = ("ddpg", "naf"
     return pd.DataFrame(rows)
 
 
-def format_number(value, digits: int = 4) -> str:
-    """A cell's text: integers whole, large values rounded to whole numbers, others to ``digits`` significant
-    digits, missing values empty."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+# Significant digits of every printed estimate (ours): three, kept with trailing zeros so that a column reads at
+# one precision (0.500, 1.23, 0.0298), enough for CIs that rarely pin a fourth digit.
+DIGITS = 3
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, (float, np.floating)) and math.isnan(value))
+
+
+def format_number(value, digits: int = DIGITS) -> str:
+    """A cell's text: integers whole, values of 1000 or more rounded to whole numbers, others to ``digits``
+    significant digits (trailing zeros kept), missing values empty."""
+    if _missing(value):
         return ""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
         return str(value)
-    if float(value).is_integer() and abs(value) < 1e15:
+    # Counts are integers; a float that happens to be whole (a CI bound of 1.0) keeps its significant digits.
+    if isinstance(value, (int, np.integer)):
         return str(int(value))
     # Large scores (Atari) read better whole; small errors (max |Q - Q*|) need significant digits.
-    if abs(value) >= 10 ** digits:
+    if abs(value) >= 1000:
         return f"{value:.0f}"
-    return f"{value:.{digits}g}"
+    return f"{value:#.{digits}g}".rstrip(".")
 
 
-def format_interval(value, low, high, digits: int = 4) -> str:
-    """"estimate [low, high]", the one way every table and the report print a CI."""
+def format_interval(value, low, high, digits: int = DIGITS) -> str:
+    """"estimate [low, high]", the one way every table and the report print a CI; the estimate alone where
+    there is no interval or it has no width (an exact value: every run gives the same number)."""
+    if _missing(value):
+        return ""
+    if _missing(low) or _missing(high) or low == high == value:
+        return format_number(value, digits)
     return f"{format_number(value, digits)} [{format_number(low, digits)}, {format_number(high, digits)}]"
 
 
-def format_table(table: pd.DataFrame, digits: int = 4) -> tuple[pd.DataFrame, list[str]]:
+def format_table(table: pd.DataFrame, digits: int = DIGITS) -> tuple[pd.DataFrame, list[str]]:
     """Strings for display: each ``x``/``x_ci_low``/``x_ci_high`` triplet becomes "x [low, high]" and each
-    distinct ``published_source`` becomes a note number "[i]". Returns the table and the notes in order."""
+    distinct ``published_source`` becomes a note number "[i]"; columns empty in every row are left out.
+    Returns the table and the notes in order."""
     notes = [s for s in dict.fromkeys(table.get("published_source", pd.Series(dtype=str))) if s]
     out = {}
     for column in table.columns:
@@ -174,20 +197,25 @@ def format_table(table: pd.DataFrame, digits: int = 4) -> tuple[pd.DataFrame, li
             out[column] = [format_interval(v, lo, hi, digits) for v, lo, hi in triplets]
         else:
             out[column] = [format_number(v, digits) for v in values]
+    out = {column: cells for column, cells in out.items() if any(c != "" for c in cells)}
     return pd.DataFrame(out, columns=list(out)), notes
 
 
-def to_markdown(table: pd.DataFrame, digits: int = 4) -> str:
-    """A GitHub Markdown table, CIs in brackets, sources as numbered notes below it."""
-    shown, notes = format_table(table, digits)
+def to_markdown(table: pd.DataFrame, digits: int = DIGITS, *, caption: str = "",
+                notes: Sequence[str] = ()) -> str:
+    """A GitHub Markdown table, CIs in brackets, the caption above it, ``notes`` (method, compute) and the
+    sources as numbered notes below it."""
+    shown, sources = format_table(table, digits)
 
     def cells(values) -> str:
         return "| " + " | ".join(str(v).replace("|", "\\|") for v in values) + " |"
 
-    lines = [cells(shown.columns), "|" + "---|" * len(shown.columns)]
+    lines = [f"**{caption}**", ""] if caption else []
+    lines += [cells(shown.columns), "|" + "---|" * len(shown.columns)]
     lines += [cells(row) for row in shown.itertuples(index=False)]
-    if notes:
-        lines += ["", *(f"- [{i}] {note}" for i, note in enumerate(notes, start=1))]
+    if notes or sources:
+        lines += ["", *(f"- {note}" for note in notes),
+                  *(f"- [{i}] {source}" for i, source in enumerate(sources, start=1))]
     return "\n".join(lines) + "\n"
 
 
@@ -195,26 +223,43 @@ _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
 
 
+# In LaTeX's default OT1 encoding < > | print as other glyphs (inverted marks, an em dash): math mode instead.
+_LATEX_SPECIAL.update({"<": r"$<$", ">": r"$>$", "|": r"$|$"})
+
+
 def _latex_escape(text: str) -> str:
-    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
+    parts = str(text).split("->")
+    return r"$\to$".join("".join(_LATEX_SPECIAL.get(ch, ch) for ch in part) for part in parts)
 
 
-def to_latex(table: pd.DataFrame, digits: int = 4) -> str:
-    """A booktabs ``tabular``, CIs in brackets, sources as numbered notes below it."""
-    shown, notes = format_table(table, digits)
-    lines = [r"\begin{tabular}{" + "l" * len(shown.columns) + "}", r"\toprule",
-             " & ".join(_latex_escape(c) for c in shown.columns) + r" \\", r"\midrule"]
+def to_latex(table: pd.DataFrame, digits: int = DIGITS, *, caption: str = "", label: str = "",
+             notes: Sequence[str] = ()) -> str:
+    """A ``table`` float that compiles in a plain LaTeX document (no packages: rules are ``\\hline``): the
+    ``tabular`` with CIs in brackets, the caption and label, then ``notes`` (method, compute) and the
+    sources as numbered notes, in footnote size."""
+    shown, sources = format_table(table, digits)
+    lines = [r"\begin{table}[ht]", r"\centering", r"\footnotesize"]
+    lines += [rf"\caption{{{_latex_escape(caption)}}}"] if caption else []
+    lines += [rf"\label{{{label}}}"] if label else []
+    lines += [r"\begin{tabular}{" + "l" * len(shown.columns) + "}", r"\hline",
+              " & ".join(_latex_escape(c) for c in shown.columns) + r" \\", r"\hline"]
     lines += [" & ".join(_latex_escape(v) for v in row) + r" \\" for row in shown.itertuples(index=False)]
-    lines += [r"\bottomrule", r"\end{tabular}"]
-    lines += [rf"\par [{i}] {_latex_escape(note)}" for i, note in enumerate(notes, start=1)]
+    lines += [r"\hline", r"\end{tabular}"]
+    lines += [rf"\par {_latex_escape(note)}" for note in notes]
+    lines += [rf"\par [{i}] {_latex_escape(source)}" for i, source in enumerate(sources, start=1)]
+    lines += [r"\end{table}"]
     return "\n".join(lines) + "\n"
 
 
-def write_table_formats(table: pd.DataFrame, path_without_ext: str | Path, digits: int = 4
-                        ) -> tuple[Path, Path, Path]:
-    """Write ``<path>.csv`` (full precision), ``<path>.md`` and ``<path>.tex``, each atomically."""
+def write_table_formats(table: pd.DataFrame, path_without_ext: str | Path, digits: int = DIGITS, *,
+                        caption: str = "", notes: Sequence[str] = ()) -> tuple[Path, Path, Path]:
+    """Write ``<path>.csv`` (full precision), ``<path>.md`` and ``<path>.tex`` (label tab:<file name>), each
+    atomically."""
     base = Path(path_without_ext)
+    label = f"tab:{base.name}"
     csv = tidy.atomic_write(f"{base}.csv", lambda tmp: table.to_csv(tmp, index=False))
-    md = tidy.atomic_write(f"{base}.md", lambda tmp: tmp.write_text(to_markdown(table, digits)))
-    tex = tidy.atomic_write(f"{base}.tex", lambda tmp: tmp.write_text(to_latex(table, digits)))
+    md = tidy.atomic_write(f"{base}.md", lambda tmp: tmp.write_text(
+        to_markdown(table, digits, caption=caption, notes=notes)))
+    tex = tidy.atomic_write(f"{base}.tex", lambda tmp: tmp.write_text(
+        to_latex(table, digits, caption=caption, label=label, notes=notes)))
     return csv, md, tex

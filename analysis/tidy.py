@@ -192,6 +192,79 @@ def best_scores(df: pd.DataFrame, metric: str = "eval_return", *, within: float 
     return out.join(_budget(rows, keys)).reset_index()
 
 
+def episodes_to_target(df: pd.DataFrame, metric: str, targets: dict[str, float], *,
+                       keys: Sequence[str] = RUN_KEYS,
+                       statuses: Sequence[str] | None = SCORED_STATUSES) -> pd.DataFrame:
+    """Per run: the episodes (and agent steps) until ``metric`` first reaches its task's fixed target
+    (``targets``: env -> return), columns score (episodes), steps_to_target, reached.
+
+    A run that never reaches its target is censored: it scores the episodes it ran in all (a lower bound on
+    what it needs) with reached False, so it can never look more data-efficient than a run that got there.
+    """
+    keys = list(keys)
+    rows = _metric_rows(df, metric, statuses)
+    unknown = sorted(set(rows["env"]) - set(targets))
+    if unknown:
+        raise ValueError(f"no return target for {unknown}; targets: {sorted(targets)}")
+    hit = rows[rows["value"] >= rows["env"].map(targets)]
+    first = hit.groupby(keys, sort=True).first()
+    groups = rows.groupby(keys, sort=True)
+    out = pd.DataFrame({"last_episodes": groups["episodes"].max()})
+    out["reached"] = out.index.isin(first.index)
+    out["score"] = first["episodes"].reindex(out.index).fillna(out["last_episodes"]).astype(float)
+    out["steps_to_target"] = first["step"].reindex(out.index)
+    return out.join(_budget(rows, keys)).reset_index()
+
+
+# Ours: a member whose value estimate exceeds twice the largest possible |Q| has diverged; the largest possible
+# |Q| is r_max / (1 - gamma), the return of the best reward forever. Twice, so that a finite-sample estimate
+# that overshoots in early training is not counted; 1e8 on CartPole (bound 100) is.
+Q_BOUND_MARGIN = 2.0
+
+
+def q_bound(env: str, gamma: float, clip_rewards: bool = False, margin: float = Q_BOUND_MARGIN,
+            configured: dict[str, float] | None = None) -> tuple[float, str]:
+    """The |Q| bound a member must stay within, and where it comes from: a configured bound for the task
+    (tasks with unbounded rewards), else margin x r_max / (1 - gamma) with r_max 1 for clipped rewards or
+    reference.REWARD_BOUNDS; (nan, reason) where no bound is known."""
+    if configured and env in configured:
+        return float(configured[env]), "configured"
+    r_max = 1.0 if clip_rewards else reference.REWARD_BOUNDS.get(env)
+    if r_max is None or not 0 <= gamma < 1:
+        return float("nan"), "no bound: rewards unbounded and none configured"
+    return margin * r_max / (1 - gamma), f"{margin:g} x r_max {r_max:.4g} / (1 - gamma {gamma:g})"
+
+
+def diverged_members(df: pd.DataFrame, run_config: pd.DataFrame, *, metric: str = "q_estimate",
+                     margin: float = Q_BOUND_MARGIN, configured: dict[str, float] | None = None) -> pd.DataFrame:
+    """One row per member (run_id, seed) with ``metric`` rows: the largest |Q estimate| it logged, its bound
+    (``q_bound``), and whether it diverged: by magnitude (above the bound or non-finite), or by the runner's
+    own per-member ``diverged`` metric (any value > 0) where the runs log one.
+
+    ``run_config``: one row per run_id with gamma and clip_rewards (collect.py's provenance columns).
+    """
+    columns = ["run_id", "suite", "algo", "env", "seed", "max_abs_q", "bound", "bound_source",
+               "diverged_by_magnitude", "diverged_flag", "diverged"]
+    estimates = df[df["metric"] == metric]
+    if estimates.empty:
+        return pd.DataFrame(columns=columns)
+    keys = ["run_id", "suite", "algo", "env", "seed"]
+    values = estimates["value"].astype(float)
+    members = estimates.assign(abs_q=values.abs().where(np.isfinite(values), np.inf)).groupby(keys, sort=True)
+    out = members["abs_q"].max().rename("max_abs_q").reset_index()
+    config = run_config.set_index("run_id")
+    bounds = [q_bound(env, float(config.loc[run, "gamma"]), bool(config.loc[run, "clip_rewards"]), margin,
+                      configured) if run in config.index else (float("nan"), "no run config")
+              for run, env in zip(out["run_id"], out["env"], strict=True)]
+    out["bound"] = [b for b, _ in bounds]
+    out["bound_source"] = [s for _, s in bounds]
+    out["diverged_by_magnitude"] = out["max_abs_q"] > out["bound"]
+    flags = df[df["metric"] == "diverged"].groupby(keys, sort=True)["value"].max() > 0
+    out["diverged_flag"] = out.set_index(keys).index.map(flags).fillna(False).astype(bool) if len(flags) else False
+    out["diverged"] = out["diverged_by_magnitude"] | out["diverged_flag"]
+    return out[columns]
+
+
 def score_matrix(scores: pd.DataFrame, *, score: str = "score", group: str = "algo", task: str = "env",
                  run: str = "seed", tasks: Sequence | None = None) -> dict[str, np.ndarray]:
     """Per-run scores -> {group: array [runs, tasks]}, the input rliable expects (Agarwal et al. 2021).

@@ -72,10 +72,10 @@ def test_naf_vs_ddpg_curves_place_step_medians_at_the_median_episode_count():
         _rows("ddpg", "Reacher-v5", 0, "eval_return", [-9.0, -9.0, -9.0]),
     ])
     ax = figures.naf_vs_ddpg_curves(table).axes[0]
-    naf = _line(ax, "naf")
+    naf = _line(ax, "NAF")
     np.testing.assert_array_equal(naf.get_xdata(), [0, 3, 6])
     np.testing.assert_array_equal(naf.get_ydata(), [-4.0, -3.0, -2.0])
-    np.testing.assert_array_equal(_line(ax, "ddpg").get_ydata(), [-9.0, -9.0, -9.0])
+    np.testing.assert_array_equal(_line(ax, "DDPG").get_ydata(), [-9.0, -9.0, -9.0])
 
 
 def test_tabular_convergence_plots_q_error_on_a_log_scale():
@@ -83,7 +83,7 @@ def test_tabular_convergence_plots_q_error_on_a_log_scale():
                        for s in range(3)])
     ax = figures.tabular_convergence(table).axes[0]
     assert ax.get_yscale() == "log"
-    np.testing.assert_allclose(_line(ax, "q_learning").get_ydata(), [1.0, 0.1, 0.02])
+    np.testing.assert_allclose(_line(ax, "Q-learning").get_ydata(), [1.0, 0.1, 0.02])
 
 
 def test_sensitivity_plots_the_median_final_score_against_sorted_hyperparameter_values():
@@ -93,7 +93,7 @@ def test_sensitivity_plots_the_median_final_score_against_sorted_hyperparameter_
             parts.append(_rows("dqn", "CartPole-v1", seed, "eval_return", [0.0, 0.0, base + seed],
                                replay_size=size))
     ax = figures.sensitivity(pd.concat(parts), "replay_size").axes[0]
-    line = _line(ax, "dqn")
+    line = _line(ax, "DQN")
     np.testing.assert_array_equal(line.get_xdata(), [10_000, 100_000, 1_000_000])
     np.testing.assert_array_equal(line.get_ydata(), [11.0, 21.0, 31.0])  # the last 10% is the last eval
     assert ax.get_xscale() == "log"
@@ -104,8 +104,12 @@ def test_sensitivity_places_an_on_off_ablation_on_categorical_positions():
     parts = [_rows("dqn", "CartPole-v1", s, "eval_return", [0.0, 0.0, v], loss=loss)
              for s in range(2) for loss, v in [("mse", 1.0), ("huber", 5.0)]]
     ax = figures.sensitivity(pd.concat(parts), "loss").axes[0]
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["huber", "mse"]
-    np.testing.assert_array_equal(_line(ax, "dqn").get_ydata(), [5.0, 1.0])
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["Huber loss", "squared loss"]
+    # Points with their CIs, no line joining the categories.
+    (points,) = [c for c in ax.containers]
+    np.testing.assert_array_equal(points.lines[0].get_ydata(), [5.0, 1.0])
+    assert points.lines[0].get_linestyle() == "None"
+    assert ax.get_xlabel() == "TD loss"
 
 
 def test_overestimation_bias_plots_each_estimator_against_the_number_of_actions():
@@ -114,10 +118,10 @@ def test_overestimation_bias_plots_each_estimator_against_the_number_of_actions(
              for s in range(3) for m in (2, 8, 1024)
              for estimator, bias in [("max_estimator", (m - 1) / (m + 1)), ("double_estimator", 0.0)]]
     ax = figures.overestimation_bias(pd.concat(parts)).axes[0]
-    np.testing.assert_array_equal(_line(ax, "max_estimator").get_xdata(), [2, 8, 1024])
-    expected = np.array([1 / 3, 7 / 9, 1023 / 1025]) * 1.01  # (m - 1) / (m + 1), median seed's factor
-    np.testing.assert_allclose(_line(ax, "max_estimator").get_ydata(), expected)
-    np.testing.assert_array_equal(_line(ax, "double_estimator").get_ydata(), [0.0, 0.0, 0.0])
+    np.testing.assert_array_equal(_line(ax, "max estimator (Q-learning)").get_xdata(), [2, 8, 1024])
+    expected = np.array([1 / 3, 7 / 9, 1023 / 1025]) * 1.01  # (m - 1) / (m + 1), mean seed's factor
+    np.testing.assert_allclose(_line(ax, "max estimator (Q-learning)").get_ydata(), expected)
+    np.testing.assert_array_equal(_line(ax, "double estimator (Double Q-learning)").get_ydata(), [0.0, 0.0, 0.0])
 
 
 def test_aggregate_intervals_plot_draws_each_ci_as_a_bar_and_the_estimate_as_a_tick():
@@ -153,3 +157,22 @@ def test_save_figure_writes_png_and_pdf_and_nothing_else(tmp_path, overestimatio
     png, pdf = figures.save_figure(figures.overestimation_curves(overestimation_table), tmp_path / "fig3")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and pdf.read_bytes()[:5] == b"%PDF-"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fig3.pdf", "fig3.png"]
+
+
+def test_bias_figure_overlays_the_exact_expectation_and_bands_are_the_95_percent_ci_of_the_mean():
+    parts = [_rows(estimator, "synthetic/noise-uniform", s, metric, [value], steps=[0], num_actions=m)
+             for s in range(4) for m in (2, 8, 1024)
+             for estimator, exact in [("max_estimator", (m - 1) / (m + 1)), ("double_estimator", 0.0)]
+             for metric, value in [("estimation_bias", exact + 0.01 * s), ("exact_bias", exact)]]
+    ax = figures.overestimation_bias(pd.concat(parts)).axes[0]
+    theory = [line for line in ax.lines if line.get_linestyle() == "--"]
+    # Double estimator (0) first, then the max estimator's (m - 1) / (m + 1); one legend entry for both.
+    assert [line.get_label() for line in theory] == ["exact expectation", "_nolegend_"]
+    np.testing.assert_allclose(theory[0].get_ydata(), [0.0, 0.0, 0.0])
+    np.testing.assert_allclose(theory[1].get_ydata(), [1 / 3, 7 / 9, 1023 / 1025])
+    assert ax.get_xlabel() == "number of actions" and ax.get_xscale() == "log"
+    # The band at m = 2 is the bootstrap CI of the mean of the four seeds' biases, no wider quantile band.
+    values = np.array([1 / 3 + 0.01 * s for s in range(4)])
+    centre, low, high = figures.mean_ci(values, "max_estimator|2")
+    assert centre == pytest.approx(values.mean()) and low < centre < high
+    assert high - low < values.max() - values.min()

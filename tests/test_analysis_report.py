@@ -24,7 +24,7 @@ def _verdicts_and_info(tmp_path, scale="smoke"):
     dirs = [_run(tmp_path / f"q{seed}", "q_learning", seed, [5.0, 0.5, 0.001 * (seed + 1)]) for seed in range(3)]
     dirs.append(_run(tmp_path / "crashed", "fitted_q", 0, [5.0], status="failed", wall_time_s=None))
     tabular = [c for c in claims.load_claims() if c.suite == "tabular"]
-    verdicts = claims.evaluate_all(tabular, tidy.load_runs(dirs), scale, reps=200)
+    verdicts = claims.evaluate_all(tabular, tidy.load_runs(dirs), scale, reps=200, power_sims=20)
     return verdicts, tidy.run_info(dirs)
 
 
@@ -32,13 +32,13 @@ def test_smoke_report_carries_the_plumbing_only_banner_and_each_claims_numbers(t
     verdicts, info = _verdicts_and_info(tmp_path)
     text = report.render_report(verdicts, info, "smoke")
     assert text.startswith("# qrepro report: smoke scale\n\n" + report.SMOKE_BANNER)
-    assert ("2 claims: 1 reproduced, 0 not reproduced, 1 inconclusive (1 of them for want of runs; "
-            "suites: tabular).") in text
-    assert "### tabular_q_learning_converges: reproduced" in text
+    assert ("2 verdicts on 2 claims (a claim judged per task, noise model or family has one per scope): "
+            "1 reproduced, 0 contradicted, 1 inconclusive (1 of them for want of runs; suites: tabular).") in text
+    assert "### tabular_q_learning_converges [env=toy/chain-v0]: reproduced" in text
     assert "- runs: 3 (q_learning: 3 runs x 1 tasks)" in text
     assert "![tabular_q_learning_converges](figures/tabular.png)" in text
     # The failed fitted-Q run gives no score: its claim is inconclusive and shows no figure.
-    assert "### tabular_fitted_q_converges: inconclusive" in text
+    assert "### tabular_fitted_q_converges [env=toy/chain-v0]: inconclusive" in text
     assert "- why: no runs of fitted_q" in text
     assert "![tabular_fitted_q_converges]" not in text
 
@@ -46,10 +46,25 @@ def test_smoke_report_carries_the_plumbing_only_banner_and_each_claims_numbers(t
 def test_report_counts_compute_spent_over_every_run_including_failed_ones(tmp_path):
     verdicts, info = _verdicts_and_info(tmp_path)
     text = report.render_report(verdicts, info, "smoke")
-    assert "4 runs (3 complete, 0 diverged, 1 failed); compute spent 1.50 h of wall time" in text
+    assert "4 runs (3 complete, 0 diverged, 1 failed, by run status); compute spent 1.50 h of wall time" in text
     assert "a lower bound: 1 of the runs recorded no wall time." in text
     assert "| total | 4 | 3 | 0 | 1 | 1 | 1.50 h |" in text
-    assert "Code: abc123." in text
+    assert "Training code: abc123. Analysis code: unknown." in text
+    assert "Every run was trained from a clean checkout." in text
+
+
+def test_report_flags_dirty_checkouts_names_the_analysis_commit_and_counts_diverged_members(tmp_path):
+    verdicts, info = _verdicts_and_info(tmp_path)
+    info = info.assign(git_dirty=[False, True, False, False])
+    # CartPole, gamma 0.99: |Q| can be at most 100; seed 1 reached 1e8, seed 0 stayed at 90.
+    df = pd.DataFrame({"run_id": "r", "suite": "sensitivity", "algo": "dqn", "env": "CartPole-v1", "seed": [0, 1],
+                       "metric": "q_estimate", "value": [90.0, 1e8]})
+    members = tidy.diverged_members(df, pd.DataFrame({"run_id": ["r"], "gamma": [0.99], "clip_rewards": [False]}))
+    text = report.render_report(verdicts, info, "smoke", members=members, analysis_commit="def456")
+    assert "**Dirty checkout**: 1 run(s) were trained from a checkout with uncommitted changes" in text
+    assert str(tmp_path / "q1") in text and "Analysis code: def456." in text
+    assert "Diverged members (seeds) by magnitude: 1 of 2 members" in text
+    assert "| r | 1 | 1e+08 | 200 |" in text
 
 
 def test_only_smoke_reports_disclaim_replication(tmp_path):

@@ -80,16 +80,64 @@ def test_markdown_merges_each_ci_into_brackets_and_numbers_the_sources():
     text = tables.to_markdown(_small_table())
     lines = text.splitlines()
     assert lines[0] == "| algo | iqm | agent_steps | frames | published | source |"
-    assert lines[2] == "| double_dqn | 1.235 [1, 1.5] | 100000 | 400000 |  |  |"
-    assert lines[3] == "| dqn | 0.5 [0.25, 0.75] | 100000 | 400000 | 12346 | [1] |"
+    # Three significant digits throughout, trailing zeros kept: one precision per column.
+    assert lines[2] == "| double_dqn | 1.23 [1.00, 1.50] | 100000 | 400000 |  |  |"
+    assert lines[3] == "| dqn | 0.500 [0.250, 0.750] | 100000 | 400000 | 12346 | [1] |"
     assert lines[-1] == "- [1] Mnih & al. 2015"
 
 
+def test_cells_leave_out_empty_columns_missing_intervals_and_the_width_of_exact_values():
+    table = pd.DataFrame({"algo": ["a", "b"], "x": [0.25, float("nan")], "x_ci_low": [0.25, float("nan")],
+                          "x_ci_high": [0.25, float("nan")], "human_table": ["", ""]})
+    shown, _ = tables.format_table(table)
+    assert list(shown.columns) == ["algo", "x"]
+    assert shown["x"].tolist() == ["0.250", ""]  # exact: no "[0.250, 0.250]"; missing: no "[, ]"
+
+
 def test_latex_escapes_specials_and_keeps_the_sources_under_the_tabular():
-    text = tables.to_latex(_small_table())
-    assert text.startswith("\\begin{tabular}{llllll}\n\\toprule\nalgo & iqm & agent\\_steps")
-    assert "double\\_dqn & 1.235 [1, 1.5] & 100000 & 400000 &  &  \\\\" in text
-    assert text.rstrip().endswith("\\end{tabular}\n\\par [1] Mnih \\& al. 2015")
+    text = tables.to_latex(_small_table(), caption="Scores -> ranks, p < 0.05", label="tab:x", notes=["n runs"])
+    assert text.startswith("\\begin{table}[ht]\n\\centering\n\\footnotesize\n"
+                           "\\caption{Scores $\\to$ ranks, p $<$ 0.05}\n\\label{tab:x}\n"
+                           "\\begin{tabular}{llllll}\n\\hline\nalgo & iqm & agent\\_steps")
+    assert "double\\_dqn & 1.23 [1.00, 1.50] & 100000 & 400000 &  &  \\\\" in text
+    assert text.rstrip().endswith("\\end{tabular}\n\\par n runs\n\\par [1] Mnih \\& al. 2015\n\\end{table}")
+
+
+def _latex_rule_violations(tex: str) -> list[str]:
+    """Fixed rules a table must meet to compile in a plain article: balanced braces, no package commands,
+    as many cells in every row as columns, no raw < > | (they print as other glyphs in OT1)."""
+    problems = []
+    if tex.count("{") - tex.count("\\{") != tex.count("}") - tex.count("\\}"):
+        problems.append("unbalanced braces")
+    for command in ("\\toprule", "\\midrule", "\\bottomrule", "\\usepackage"):
+        if command in tex:
+            problems.append(f"needs a package: {command}")
+    columns = len(tex.split("\\begin{tabular}{")[1].split("}")[0])
+    for line in tex.splitlines():
+        if line.endswith("\\\\") and line.count(" & ") + 1 != columns:
+            problems.append(f"row with {line.count(' & ') + 1} cells, not {columns}: {line}")
+        bare = line.replace("$<$", "").replace("$>$", "").replace("$|$", "")
+        if any(ch in bare for ch in "<>|"):
+            problems.append(f"raw < > or | in: {line}")
+    return problems
+
+
+def test_latex_tables_compile_in_a_plain_document(tmp_path):
+    """The rules always; a real build where a TeX engine is installed (apt: texlive-latex-base)."""
+    import shutil
+    import subprocess
+
+    table = _small_table().assign(algo=["a -> b", "c < d | e > f"])
+    tex = tables.to_latex(table, caption="Caption with 5% and_underscore", label="tab:t", notes=["Method: x."])
+    assert _latex_rule_violations(tex) == []
+    assert _latex_rule_violations(tex.replace("$<$", "<")) != []
+    if shutil.which("pdflatex") is None:
+        pytest.skip("no pdflatex here; the fixed rules above stand in for a build")
+    (tmp_path / "t.tex").write_text("\\documentclass{article}\n\\begin{document}\n" + tex + "\\end{document}\n")
+    result = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "t.tex"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout[-2000:]
+    assert (tmp_path / "t.pdf").exists()
 
 
 def test_write_table_formats_writes_full_precision_csv_markdown_and_latex(tmp_path):
@@ -97,5 +145,22 @@ def test_write_table_formats_writes_full_precision_csv_markdown_and_latex(tmp_pa
     # CSV cannot tell an empty string from a missing value.
     pd.testing.assert_frame_equal(pd.read_csv(csv).fillna({"published_source": ""}), _small_table())
     assert md.read_text() == tables.to_markdown(_small_table())
-    assert tex.read_text() == tables.to_latex(_small_table())
+    assert tex.read_text() == tables.to_latex(_small_table(), label="tab:table1")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["table1.csv", "table1.md", "table1.tex"]
+
+
+def test_swept_values_sort_as_numbers_and_fqi_iterations_are_not_called_agent_steps():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "scripts" / "table.py"
+    spec = importlib.util.spec_from_file_location("table_script", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script._sorted_values([1024, 128, 16, 2]) == [2, 16, 128, 1024]
+    assert script._sorted_values(["mse", "huber"]) == ["huber", "mse"]
+    df = _tidy(lambda a, e, seed, step: 1.0, algos=("fitted_q", "q_learning"), envs=("toy/chain-v0",))
+    table = tables.result_table(df, reps=REPS, step_units={"fitted_q": "FQI iterations"}).set_index("algo")
+    assert "agent_steps" not in table.columns
+    assert table.loc["fitted_q", "step_unit"] == "FQI iterations" and pd.isna(table.loc["fitted_q", "frames"])
+    assert (table.loc["q_learning", "step_unit"], table.loc["q_learning", "frames"]) == ("agent steps", 400)

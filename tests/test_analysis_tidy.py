@@ -1,4 +1,5 @@
 import json
+import math
 
 import numpy as np
 import pandas as pd
@@ -112,3 +113,28 @@ def test_reference_loaders_cite_their_sources():
     assert reference.naf_vs_ddpg_table1().attrs["source"].startswith("Gu, Lillicrap")
     assert reference.ddqn_summary().shape == (4, 5)
     assert len(reference.human_random_scores()) == 57
+
+
+def test_a_member_diverges_when_its_q_estimate_exceeds_twice_the_largest_possible_return():
+    # CartPole rewards are at most 1 per step: with gamma 0.99 no Q exceeds 100, so the bound is 200.
+    df = pd.DataFrame({"run_id": "r", "suite": "s", "algo": "dqn", "env": "CartPole-v1",
+                       "seed": [0, 0, 1, 1, 2], "metric": "q_estimate",
+                       "value": [50.0, 199.0, 80.0, 2.5e3, float("nan")]})
+    config = pd.DataFrame({"run_id": ["r"], "gamma": [0.99], "clip_rewards": [False]})
+    members = tidy.diverged_members(df, config)
+    assert members["bound"].tolist() == pytest.approx([200.0] * 3)
+    assert members["diverged"].tolist() == [False, True, True]  # a non-finite estimate has diverged too
+    # The runner's own per-member flag counts where it is logged; tasks with unbounded rewards have no bound.
+    flagged = pd.concat([df, df.iloc[:1].assign(metric="diverged", value=1.0)])
+    assert tidy.diverged_members(flagged, config)["diverged"].tolist() == [True, True, True]
+    assert math.isnan(tidy.q_bound("HalfCheetah-v5", 0.99)[0])
+    assert tidy.q_bound("HalfCheetah-v5", 0.99, configured={"HalfCheetah-v5": 5e3}) == (5e3, "configured")
+    assert tidy.q_bound("ALE/Pong-v5", 0.99, clip_rewards=True)[0] == pytest.approx(200.0)
+
+
+def test_episodes_to_target_counts_a_run_that_never_reaches_it_at_its_last_episode():
+    df = pd.DataFrame({"run_id": "r", "suite": "s", "algo": "a", "env": "T", "protocol": "p", "seed": [0, 0, 1, 1],
+                       "step": [1, 2, 1, 2], "frames": [1, 2, 1, 2], "episodes": [3, 7, 4, 9],
+                       "metric": "eval_return", "value": [5.0, 12.0, 5.0, 6.0], "status": "complete"})
+    scores = tidy.episodes_to_target(df, "eval_return", {"T": 10.0})
+    assert scores["score"].tolist() == [7.0, 9.0] and scores["reached"].tolist() == [True, False]

@@ -260,7 +260,8 @@ def test_smoke_workflow_produces_every_declared_figure_table_and_a_report_listin
         assert set(tidy_table["suite"]) == {suite_id}
     report = (results / "report.md").read_text()
     for claim in load_claims():
-        assert f"### {claim.id}: " in report
+        # One section per claim and scope ("### <id> [<scope>]: <verdict>").
+        assert f"### {claim.id} [" in report
     provenance = pd.read_csv(results / "provenance.csv")
     run_folders = sorted(str(p.parent.relative_to(tmp_path)) for p in (tmp_path / "runs").rglob("run.json"))
     assert sorted(provenance["run_dir"]) == run_folders

@@ -55,6 +55,7 @@ rule figure:
 rule table:
     input:
         tidy=table_tidy,
+        provenance=table_provenance,
         code=ANALYSIS_CODE,
     output:
         csv=report(

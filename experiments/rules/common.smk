@@ -339,6 +339,10 @@ def table_tidy(wildcards):
     return f"results/{wildcards.scale}/tidy/{TABLES[wildcards.table]['suite']}.parquet"
 
 
+def table_provenance(wildcards):
+    return f"results/{wildcards.scale}/provenance/{TABLES[wildcards.table]['suite']}.csv"
+
+
 def report_inputs(wildcards):
     scale = wildcards.scale
     return {

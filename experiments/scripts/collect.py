@@ -7,7 +7,8 @@ run folder's metrics carry (num_actions for the synthetic suite). Runs that do n
 column empty, so a figure or claim keyed on a sweep sees only that sweep's runs.
 
 The provenance table has one row per run folder: run_id, config hash, git commit (and whether the checkout
-had uncommitted changes), package versions, device, status, wall time. Each run's run.json is also copied
+had uncommitted changes), gamma and reward clipping (the |Q| bound of divergence), package versions, device,
+status, wall time. Each run's run.json is also copied
 under results/<scale>/run_json/<suite>/<label>/<env>/, since run folders are not committed.
 """
 
@@ -61,6 +62,7 @@ def run_table(run: dict, row_columns: list[str]) -> pd.DataFrame:
 def provenance_row(run_dir: Path) -> dict:
     info = tidy.read_run_json(run_dir)
     config = info.get("config", {})
+    algo_config = config.get("algo_config") or {}
     versions = info.get("versions", {})
     return {
         "run_dir": str(run_dir),
@@ -72,6 +74,9 @@ def provenance_row(run_dir: Path) -> dict:
         "protocol": info.get("protocol"),
         "frames_per_step": info.get("frames_per_step"),
         "git_dirty": info.get("git", {}).get("dirty"),
+        # The bound on |Q| that divergence is judged by (analysis.tidy.q_bound) needs both.
+        "gamma": algo_config.get("gamma"),
+        "clip_rewards": algo_config.get("clip_rewards", False),
         "started": info.get("started"),
         **{f"version_{name}": versions.get(name) for name in VERSION_PACKAGES},
     }

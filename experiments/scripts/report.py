@@ -7,6 +7,7 @@ every claim.
 """
 
 
+import subprocess
 import sys
 import traceback
 from pathlib import Path
@@ -15,8 +16,25 @@ import pandas as pd
 
 from analysis import claims, report, tables, tidy
 
-VERDICT_COLUMNS = ["claim_id", "suite", "verdict", "estimate", "estimate_ci_low", "estimate_ci_high", "threshold",
-                   "comparison", "a", "b", "n_runs", "runs", "reason", "source", "statement"]
+VERDICT_COLUMNS = ["claim_id", "scope", "suite", "verdict", "estimate", "estimate_ci_low", "estimate_ci_high", "null",
+                   "published", "versus_published", "detectable", "comparison", "a", "b", "n_runs", "runs",
+                   "aggregation", "reason", "source", "statement"]
+ANALYSIS_PATHS = ("analysis", "experiments")
+
+
+def analysis_commit(root: Path) -> str:
+    """The commit of the analysis code, "(dirty)" when analysis/ or experiments/ had uncommitted changes
+    (results/ being rewritten by this very workflow does not count)."""
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10,
+                              check=True).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", *ANALYSIS_PATHS)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return commit + (" (dirty)" if dirty else "")
 
 
 def main(snakemake) -> None:
@@ -26,9 +44,20 @@ def main(snakemake) -> None:
     verdicts = claims.evaluate_all(claim_list, df, scale, reps=snakemake.params.reps)
     provenance = pd.concat([pd.read_csv(p) for p in snakemake.input.provenance], ignore_index=True)
     tidy.atomic_write(snakemake.output.provenance, lambda tmp: provenance.to_csv(tmp, index=False))
-    report.write_report(report.render_report(verdicts, provenance, scale), snakemake.output.report)
+    run_config = provenance[["run_id", *(c for c in ("gamma", "clip_rewards") if c in provenance.columns)]]
+    members = tidy.diverged_members(df, run_config) if "gamma" in run_config.columns else \
+        tidy.diverged_members(df.iloc[:0], run_config)
+    commit = analysis_commit(Path(snakemake.scriptdir).resolve().parents[1])
+    text = report.render_report(verdicts, provenance, scale, members=members, analysis_commit=commit)
+    report.write_report(text, snakemake.output.report)
     table = verdicts.rename(columns={"ci_low": "estimate_ci_low", "ci_high": "estimate_ci_high"})[VERDICT_COLUMNS]
-    tables.write_table_formats(table, Path(snakemake.output.claims_csv).with_suffix(""))
+    notes = ["Verdicts against the null: reproduced when the 95% stratified-bootstrap percentile CI excludes it "
+             "on the claimed side, contradicted on the opposite side, inconclusive otherwise; detectable: the "
+             "effect reproduced with 80% power at these run counts (analysis/claims.py).",
+             f"Analysis code: {commit}."]
+    tables.write_table_formats(table, Path(snakemake.output.claims_csv).with_suffix(""),
+                               caption=f"Replication verdicts, {scale} scale, one row per claim and scope.",
+                               notes=notes)
     counts = verdicts["verdict"].value_counts().to_dict()
     print(f"report ({scale}): {len(verdicts)} claims {counts}; {len(provenance)} runs")
 

@@ -14,6 +14,7 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from analysis import reference, stats, tables, tidy
@@ -35,6 +36,27 @@ def improvement_table(df: pd.DataFrame, reps: int | None, *, pairs: Sequence[Seq
     return table.assign(n_tasks=next(iter(matrices.values())).shape[1], human_table=human_table)
 
 
+def _sorted_values(values) -> list:
+    """Numbers in numeric order (2, 16, 128, 1024), anything else in text order."""
+    numeric = all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in values)
+    return sorted(values) if numeric else sorted(values, key=str)
+
+
+def method_note(reps: int | None) -> str:
+    """How every interval of a result table was made (rliable's stratified bootstrap)."""
+    replications = f"{reps:,}" if reps else f"{stats.AGGREGATE_REPS:,} (rliable's default)"
+    return ("Mean and IQM over runs (seeds) with 95% stratified-bootstrap percentile CIs (rliable), "
+            f"{replications} replications; n_runs per row.")
+
+
+def compute_note(provenance: pd.DataFrame) -> str:
+    """The compute behind a table: wall time summed over its suite's run.json files."""
+    if provenance.empty:
+        return "Compute: no runs."
+    hours = provenance["wall_time_s"].fillna(0).sum() / 3600
+    return f"Compute: {hours:.2f} h of wall time over {len(provenance)} run(s) of suite {provenance['suite'].iloc[0]}."
+
+
 def by_value_table(df: pd.DataFrame, reps: int | None, *, columns: Sequence[str],
                    metrics: Sequence[str] = ("eval_return",)) -> pd.DataFrame:
     """``tables.result_table`` per metric, swept column and value: columns metric, setting, value first."""
@@ -43,7 +65,7 @@ def by_value_table(df: pd.DataFrame, reps: int | None, *, columns: Sequence[str]
         for column in columns:
             if column not in df.columns:
                 raise ValueError(f"the tidy table has no column {column!r}; the suite sweeps none by that name")
-            for value in sorted(df[column].dropna().unique(), key=str):
+            for value in _sorted_values(df[column].dropna().unique()):
                 rows = df[df[column] == value]
                 if rows[rows["metric"] == metric].empty:
                     continue
@@ -80,7 +102,8 @@ def main(snakemake) -> None:
     if table.empty:
         raise ValueError(f"table {spec['name']} came out empty: the suite's runs have none of its rows")
     base = Path(snakemake.output.csv).with_suffix("")
-    tables.write_table_formats(table, base)
+    notes = [method_note(snakemake.params.reps), compute_note(pd.read_csv(snakemake.input.provenance))]
+    tables.write_table_formats(table, base, caption=" ".join(spec.get("caption", "").split()), notes=notes)
     print(f"table {spec['name']} ({spec['table']}, suite {spec['suite']}): {len(table)} rows -> "
           f"{base}.{{csv,md,tex}}")
 
