@@ -34,7 +34,7 @@ def test_project_claims_load_and_cover_every_suite_in_the_design():
     loaded = claims.load_claims()
     assert {c.suite for c in loaded} == {"overestimation", "overestimation_synthetic", "naf_vs_ddpg",
                                          "imagination", "continuous_max", "sensitivity", "atari_aggregate",
-                                         "tabular"}
+                                         "tabular", "overestimation_minatar", "minatar_variants"}
     assert all(c.figure for c in loaded)
 
 

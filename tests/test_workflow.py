@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 SUITE_DIR = REPO / "experiments" / "suites"
 SCRIPTS = REPO / "experiments" / "scripts"
 SUITE_IDS = ("overestimation", "overestimation_synthetic", "naf_vs_ddpg", "imagination", "continuous_max",
-             "sensitivity", "atari_aggregate", "tabular")
+             "sensitivity", "atari_aggregate", "tabular", "overestimation_minatar", "minatar_variants")
 
 
 def snakemake(*args: str, workdir: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
