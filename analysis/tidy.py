@@ -8,18 +8,16 @@ its inputs except the readers and ``write_table``/``atomic_write``, which only t
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from analysis import reference
+from experiments.contract import COLUMNS as METRIC_COLUMNS
+from experiments.contract import atomic_write
 
-METRIC_COLUMNS = ("run_id", "suite", "algo", "env", "protocol", "seed", "step", "frames", "episodes",
-                  "metric", "value")
 # A member of a run is one seed of one algorithm on one environment (DESIGN.md, The member axis).
 RUN_KEYS = ("algo", "env", "seed")
 # Diverged runs count: dropping them would report the runs that happened to stay stable, biasing every
@@ -40,24 +38,6 @@ RUN_JSON_FIELDS = {
     "git_commit": "git.commit",
     "device": "device.device",
 }
-
-
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it onto ``path``.
-
-    A reader (or a killed workflow) never sees a half-written file: the rename is atomic on one filesystem.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def read_run_json(run_dir: str | Path) -> dict:

@@ -15,15 +15,16 @@ from pathlib import Path
 import torch
 
 from experiments.config import ConfigError, RunConfig, RunSettings, build, family_module
-from experiments.contract import EXIT_BAD_INPUT, EXIT_LOCKED, rows_from_plain, write_metrics
-from experiments.progress import FolderLocked, Progress, RunLock, StopSignals
-from experiments.provenance import (
+from experiments.contract import (
+    EXIT_BAD_INPUT,
+    EXIT_LOCKED,
     atomic_torch_save,
-    atomic_write_json,
-    device_info,
-    git_commit,
-    versions,
+    rows_from_plain,
+    write_metrics,
+    write_run_json,
 )
+from experiments.progress import FolderLocked, Progress, RunLock, StopSignals
+from experiments.provenance import device_info, git_commit, versions
 
 
 def field_docs(cls) -> dict[str, str]:
@@ -191,11 +192,11 @@ def train(args) -> int:
         st["wall_time"] = prior_wall + time.time() - wall0
         write_metrics(out / "metrics.csv", st["rows"])
         extra = {k: st[k] for k in ("diverged_seeds",) if k in st}
-        atomic_write_json(out / "run.json", {**meta, "status": status, "steps_done": st["step"],
-                                            "wall_time_s": round(st["wall_time"], 3), **extra})
+        write_run_json(out / "run.json", meta, status, steps_done=st["step"],
+                       wall_time_s=round(st["wall_time"], 3), **extra)
 
     if state is None:
-        atomic_write_json(out / "run.json", {**meta, "status": "running", "steps_done": 0})
+        write_run_json(out / "run.json", meta, "running", steps_done=0)
     try:
         with stop:
             for kind, st in runner.train(state):
@@ -210,8 +211,8 @@ def train(args) -> int:
                           f"and metrics written; rerun the same command to resume", file=sys.stderr)
                     return stop.exit_status()
     except Exception as e:
-        atomic_write_json(out / "run.json", {**meta, "status": "failed", "error": f"{type(e).__name__}: {e}",
-                                            "traceback": traceback.format_exc()})
+        write_run_json(out / "run.json", meta, "failed", error=f"{type(e).__name__}: {e}",
+                       traceback=traceback.format_exc())
         raise
     finally:
         runner.env.close()

@@ -1,9 +1,13 @@
-"""The run contract in one place (DESIGN.md, The run contract): the tidy row, its columns, the run id, the
-metrics writer and the exit codes, shared by the deep runner, the tabular runner and the synthetic script."""
+"""The run contract in one place (DESIGN.md, The run contract): the tidy row, its columns, the run id, the one
+atomic writer with the metrics and run.json writers built on it, and the exit codes, shared by the deep runner,
+the tabular runner, the synthetic script and the analysis that reads their folders."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -40,10 +44,50 @@ def rows_from_plain(rows: Iterable) -> list[Row]:
     return [Row(*r) for r in rows]
 
 
-def write_metrics(path: Path, rows: Iterable[tuple]) -> None:
-    """metrics.csv, written atomically (temporary file, fsync, rename)."""
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, fsync it, then rename it onto ``path``.
+
+    A reader (or a killed job) sees the old file or the whole new one; the fsync before the rename keeps that
+    true across a crash of the machine, where a rename could otherwise reach the disk before the data.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def atomic_write_json(path: str | Path, obj) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def atomic_torch_save(path: str | Path, obj) -> Path:
+    import torch
+
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def write_metrics(path: str | Path, rows: Iterable[tuple], extra_columns: Iterable[str] = ()) -> Path:
+    """metrics.csv: the contract's columns in order, then a suite's own (e.g. the synthetic suite's num_actions)."""
     import pandas as pd
 
-    from experiments.provenance import atomic_write_text
+    df = pd.DataFrame([tuple(r) for r in rows], columns=[*COLUMNS, *extra_columns])
+    return atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
 
-    atomic_write_text(path, pd.DataFrame(list(rows), columns=list(COLUMNS)).to_csv(index=False))
+
+def write_run_json(path: str | Path, meta: dict, status: str, **fields) -> Path:
+    """run.json: the run's provenance (``meta``), its status (running, complete, diverged, interrupted, failed)
+    and what that status carries (steps_done, wall_time_s, diverged_seeds, error)."""
+    return atomic_write_json(path, {**meta, "status": status, **fields})

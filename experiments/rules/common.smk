@@ -12,13 +12,14 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from experiments.contract import COLUMNS
+
 SCALES = ("smoke", "quick", "paper")
 SCHEMA_DIR = REPO / "experiments" / "schemas"
 SYNTHETIC_SCRIPT = REPO / "experiments" / "scripts" / "synthetic_overestimation.py"
 SYNTHETIC_LABEL = "exact"
 # Columns of every tidy row (DESIGN.md, The run contract, plus the run's status): a suite cannot reuse them.
-RESERVED_COLUMNS = ("run_id", "suite", "algo", "env", "protocol", "seed", "step", "frames", "episodes", "metric",
-                    "value", "status")
+RESERVED_COLUMNS = (*COLUMNS, "status")
 CLAIMS_FILE = REPO / "analysis" / "claims.yaml"
 # The analysis code is an input of every analysis job, so editing it re-derives every table and figure.
 ANALYSIS_CODE = sorted(str(p) for p in (REPO / "analysis").glob("*.py"))

@@ -245,7 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if errors:
         print(f"synthetic_overestimation: error: {'; '.join(errors)}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    from experiments.provenance import atomic_write_json, atomic_write_text, device_info, git_commit, versions
+    from experiments.provenance import device_info, git_commit, versions
 
     settings = parse_settings(args.sets)[0]
     started, wall0 = time.strftime("%Y-%m-%dT%H:%M:%S%z"), time.time()
@@ -258,13 +258,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     metrics = compute_rows(args.env, args.seeds, settings, run_id)
     import torch
 
-    atomic_write_text(args.out / "metrics.csv", metrics.to_csv(index=False))
-    atomic_write_json(args.out / "run.json", {
-        "run_id": run_id, "config": config, "config_hash": config_hash, "git": git_commit(),
-        "versions": versions(), "device": device_info(torch.device("cpu")), "protocol": PROTOCOL,
-        "started": started, "status": "complete", "steps_done": settings["repetitions"],
-        "wall_time_s": round(time.time() - wall0, 3),
-        "source": "van Hasselt, Guez, Silver 2016, Figs. 1-2 and Theorem 2"})
+    contract.write_metrics(args.out / "metrics.csv", metrics.itertuples(index=False), ["num_actions"])
+    meta = {"run_id": run_id, "config": config, "config_hash": config_hash, "git": git_commit(),
+            "versions": versions(), "device": device_info(torch.device("cpu")), "protocol": PROTOCOL,
+            "started": started, "source": "van Hasselt, Guez, Silver 2016, Figs. 1-2 and Theorem 2"}
+    contract.write_run_json(args.out / "run.json", meta, "complete", steps_done=settings["repetitions"],
+                            wall_time_s=round(time.time() - wall0, 3))
     print(f"synthetic_overestimation: complete: {args.out} ({len(metrics)} rows)")
     return 0
 
