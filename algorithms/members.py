@@ -22,31 +22,11 @@ import copy
 import hashlib
 from collections.abc import Callable, Iterable, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-def derive_seed(seed: int, stream: str) -> int:
-    """A 63-bit seed for one named random stream of one member, independent of every other stream."""
-    digest = hashlib.sha256(f"{int(seed)}/{stream}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
-
-
-def torch_generators(seeds: Sequence[int], stream: str, device: torch.device | str = "cpu") -> list[torch.Generator]:
-    """One torch.Generator per member for the named stream."""
-    gens = []
-    for s in seeds:
-        g = torch.Generator(device=device)
-        g.manual_seed(derive_seed(s, stream))
-        gens.append(g)
-    return gens
-
-
-def numpy_generators(seeds: Sequence[int], stream: str) -> list[np.random.Generator]:
-    """One numpy Generator per member for the named stream."""
-    return [np.random.default_rng(derive_seed(s, stream)) for s in seeds]
+from envs.seeding import derive_seed, numpy_generators, torch_generators  # noqa: F401 - the members' streams
 
 
 def member_rand(gens: Sequence[torch.Generator], shape: Sequence[int], device: torch.device | str) -> torch.Tensor:

@@ -21,8 +21,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from algorithms.members import numpy_generators
 from envs.base import MemberEnv, Step
+from envs.seeding import numpy_generators
 
 
 # eq=False: field-wise == on arrays has no single truth value; a model is equal only to itself.
