@@ -40,6 +40,12 @@ def _read(name: str, source_key: str) -> pd.DataFrame:
     return df
 
 
+def published_protocols() -> pd.DataFrame:
+    """Which protocol each published table beside ours was measured under (source, file, protocol,
+    compare_with), for the report."""
+    return pd.read_csv(REFERENCE_DIR / "published_protocols.csv")
+
+
 def human_random_scores(table: str = DQN_ZOO) -> pd.DataFrame:
     """Columns game, random, human from the named human table (``dqn_zoo``: 57 games; ``mnih2015``: 7 games).
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import claims, tidy
+from analysis import claims, reference, tidy
 from analysis.tables import format_interval, format_number
 
 SMOKE_BANNER = (
@@ -175,6 +175,13 @@ def render_report(verdicts: pd.DataFrame, info: pd.DataFrame, scale: str, *,
         ]
         if _figure_link(r):
             lines += ["", f"![{r['claim_id']}]({r['figure']}.{FIGURE_EXT})"]
+    lines += ["", "## Published numbers and their protocols", "",
+              "Each published number beside ours was measured under its source's protocol; ours under the "
+              "protocol in each row's `protocol` column (Atari default nature, evaluation episodes capped at "
+              "18,000 frames; machado 108,000). No published number here was measured under machado.", ""]
+    protocols = reference.published_protocols()
+    lines += _markdown_rows(["published numbers", "their protocol", "compare with our"],
+                            [[r["source"], r["protocol"], r["compare_with"]] for _, r in protocols.iterrows()])
     lines += ["", "## Divergence", ""]
     if members.empty:
         lines += ["No run logged value estimates."]

@@ -78,3 +78,13 @@ def test_write_report_writes_the_text_atomically(tmp_path):
     path = report.write_report("# r\n", tmp_path / "results" / "smoke" / "report.md")
     assert path.read_text() == "# r\n"
     assert [p.name for p in path.parent.iterdir()] == ["report.md"]
+
+
+def test_report_says_which_protocol_each_published_number_was_measured_under(tmp_path):
+    verdicts, info = _verdicts_and_info(tmp_path)
+    text = report.render_report(verdicts, info, "quick")
+    section = text.split("## Published numbers and their protocols", 1)[1].split("\n## ", 1)[0]
+    assert "Mnih et al. 2015, Extended Data Table 2" in section and "18,000 frames" in section
+    assert "van Hasselt et al. 2016, Table 1" in section and "no_op rows only" in section
+    assert "Gu et al. 2016, Table 1" in section and "Young & Tian 2019" in section
+    assert "No published number here was measured under machado" in section
