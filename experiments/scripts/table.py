@@ -58,8 +58,10 @@ def compute_note(provenance: pd.DataFrame) -> str:
 
 
 def by_value_table(df: pd.DataFrame, reps: int | None, *, columns: Sequence[str],
-                   metrics: Sequence[str] = ("eval_return",)) -> pd.DataFrame:
-    """``tables.result_table`` per metric, swept column and value: columns metric, setting, value first."""
+                   metrics: Sequence[str] = ("eval_return",),
+                   last_fraction: float = tidy.FINAL_FRACTION) -> pd.DataFrame:
+    """``tables.result_table`` per metric, swept column and value: columns metric, setting, value first.
+    ``last_fraction``: the scoring window, the one the suite's figures and claims use."""
     parts = []
     for metric in metrics:
         for column in columns:
@@ -69,7 +71,7 @@ def by_value_table(df: pd.DataFrame, reps: int | None, *, columns: Sequence[str]
                 rows = df[df[column] == value]
                 if rows[rows["metric"] == metric].empty:
                     continue
-                part = tables.result_table(rows, metric, **_reps(reps))
+                part = tables.result_table(rows, metric, last_fraction=last_fraction, **_reps(reps))
                 part.insert(0, "value", value)
                 part.insert(0, "setting", column)
                 part.insert(0, "metric", metric)
