@@ -134,13 +134,25 @@ def test_same_seed_gives_the_same_parameter_hash_and_another_seed_does_not():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("algo", ["dqn", "double_dqn"])
-def test_dqn_learns_cartpole_to_195_within_15k_steps_on_2_of_3_seeds(algo):
-    """CartPole-v1 counts as learned at an evaluation return of 195 (the v0 'solved' level); greedy policy."""
-    _, state = _train(algo, [0, 1, 2], 15_000, ["eval_period=2500", "eval_episodes=5", "log_period=5000"])
-    best = {}
-    for r in state["rows"]:
-        if r[9] == "eval_return":
-            best[r[5]] = max(best.get(r[5], -np.inf), r[10])
+def test_dqn_learns_cartpole_to_195_within_25k_steps_on_2_of_5_seeds(algo):
+    """CartPole-v1 counts as learned at an evaluation return of 195 (the v0 'solved' level); greedy policy.
+
+    Measured with the CartPole preset: Double DQN reached 195 within 15k steps on 4 of seeds 0-8 (the commit
+    before engine v2: 6 of 9, same code path in distribution), within 25k on 7 of seeds 0-9; at 2 of 3 seeds in
+    15k the test passed or failed by seed luck (about 0.4-0.8). At 2 of 5 within 25k a per-seed rate of 0.7
+    passes with probability 0.97. Training stops at the first evaluation by which 2 seeds have learned."""
+    cfg = build(algo, "CartPole-v1", [0, 1, 2, 3, 4], 25_000,
+                ["eval_period=2500", "eval_episodes=5", "log_period=5000", "threads=1"])
+    runner = Runner(cfg, torch.device("cpu"))
+    best, seen = {}, 0
+    for _, state in runner.train(None):
+        for r in state["rows"][seen:]:  # rows accumulate: read each once
+            if r[9] == "eval_return":
+                best[r[5]] = max(best.get(r[5], -np.inf), r[10])
+        seen = len(state["rows"])
+        if sum(v >= 195 for v in best.values()) >= 2:
+            break
+    runner.env.close()
     assert sum(v >= 195 for v in best.values()) >= 2, best
 
 
