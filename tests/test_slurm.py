@@ -132,9 +132,10 @@ def test_cancelled_slurm_job_is_resubmitted_and_resumes_without_losing_or_repeat
 
     run = json.loads((workdir / RUN / "run.json").read_text())
     assert run["status"] == "complete" and run["steps_done"] == STEPS
-    # resumed from a checkpoint at or after the one seen before the cancel, never from scratch
+    # resumed from a checkpoint at or after the one seen before the cancel, never from scratch; scancel sends
+    # SIGTERM, on which the run checkpoints the very step it was on (README: clean stops on signals), so the
+    # resume point need not be one of the periodic checkpoints
     assert 0 < steps_at_cancel <= run["resumed_from_step"] < STEPS
-    assert run["resumed_from_step"] % SETTINGS["eval_period"] == 0
 
     reference_output = reference.communicate(timeout=300)[0]
     assert reference.returncode == 0, reference_output[-3_000:]
