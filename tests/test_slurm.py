@@ -56,15 +56,17 @@ def _needs_cluster():
     pytest.skip(f"{reason}; start one with experiments/slurm/local-cluster.sh up")
 
 
-def _suite_dir(tmp_path: Path) -> Path:
-    """The sensitivity suite with its smoke scale cut to one DQN run long enough to be cancelled midway."""
+def _suite_dir(tmp_path: Path) -> tuple[Path, dict]:
+    """The sensitivity suite with its smoke scale cut to one DQN run long enough to be cancelled midway, and
+    every setting that run trains with (the run's own, e.g. the baseline's learning rate, then the scale's)."""
     suite_dir = tmp_path / "suites"
     suite_dir.mkdir()
     suite = yaml.safe_load((REPO / "experiments" / "suites" / "sensitivity.yaml").read_text())
     smoke = suite["scales"]["smoke"]
     smoke.update(runs=["dqn"], steps=STEPS, envs=["CartPole-v1"], set=SETTINGS)
     (suite_dir / "sensitivity.yaml").write_text(yaml.safe_dump(suite))
-    return suite_dir
+    (run,) = [r for r in suite["runs"] if r["label"] == "dqn"]
+    return suite_dir, {**run.get("set", {}), **SETTINGS}
 
 
 def _running_train_job(workdir: Path) -> str | None:
@@ -92,7 +94,7 @@ def _rows(metrics: Path) -> pd.DataFrame:
 @pytest.mark.slow
 def test_cancelled_slurm_job_is_resubmitted_and_resumes_without_losing_or_repeating_a_row(tmp_path):
     _needs_cluster()
-    suite_dir = _suite_dir(tmp_path)
+    suite_dir, settings = _suite_dir(tmp_path)
     workdir = (tmp_path / "work").resolve()
     log = tmp_path / "snakemake.log"
     command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory",
@@ -101,9 +103,10 @@ def test_cancelled_slurm_job_is_resubmitted_and_resumes_without_losing_or_repeat
                "--config", "suites=[sensitivity]", f"suite_dir={suite_dir}",
                "--", str(RUN / "metrics.csv")]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    # The same run, uninterrupted and outside SLURM, trains meanwhile on the other core.
+    # The same run, uninterrupted and outside SLURM, trains meanwhile on the other core, with the settings the
+    # workflow gives it (a reference with other settings differs from the first episode on, not at the resume).
     uninterrupted = tmp_path / "uninterrupted"
-    sets = [arg for key, value in {"suite": "sensitivity", **SETTINGS, "threads": 1}.items()
+    sets = [arg for key, value in {"suite": "sensitivity", **settings, "threads": 1}.items()
             for arg in ("--set", f"{key}={value}")]
     reference = subprocess.Popen([sys.executable, "-m", "experiments.cli", "train", "--algo", "dqn", "--env",
                                   "CartPole-v1", "--seeds", "0", "1", "--steps", str(STEPS), "--out",
@@ -139,6 +142,8 @@ def test_cancelled_slurm_job_is_resubmitted_and_resumes_without_losing_or_repeat
 
     reference_output = reference.communicate(timeout=300)[0]
     assert reference.returncode == 0, reference_output[-3_000:]
+    resumed_config = json.loads((workdir / RUN / "run.json").read_text())["config"]
+    assert resumed_config == json.loads((uninterrupted / "run.json").read_text())["config"]
     resumed, whole = _rows(workdir / RUN / "metrics.csv"), _rows(uninterrupted / "metrics.csv")
     keys = ["run_id", "seed", "step", "frames", "episodes", "metric"]
     assert not resumed.duplicated(keys).any()
