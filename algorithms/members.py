@@ -215,13 +215,24 @@ def polyak_update(target: nn.Module, online: nn.Module, tau: float) -> None:
 
     Buffers (batch-norm statistics) are copied: the target normalizes with the online network's statistics.
     """
-    t_params = [p for _, p in target.named_parameters()]
-    o_params = [p for _, p in online.named_parameters()]
+    polyak_lists(polyak_pairs(target, online), tau)
+
+
+def polyak_pairs(target: nn.Module, online: nn.Module) -> tuple[list, list, list]:
+    """The (target, online) parameter lists and buffer pairs polyak_lists updates; cache them on the hot path."""
+    return ([p for _, p in target.named_parameters()], [p for _, p in online.named_parameters()],
+            list(zip(target.buffers(), online.buffers(), strict=True)))
+
+
+@torch.no_grad()
+def polyak_lists(pairs: tuple[list, list, list], tau: float) -> None:
+    """polyak_update over lists made once by polyak_pairs (one fused foreach call, no module traversal)."""
+    t_params, o_params, buffer_pairs = pairs
     if tau == 1.0:
         torch._foreach_copy_(t_params, o_params)
     else:
         torch._foreach_lerp_(t_params, o_params, tau)
-    for t, o in zip(target.buffers(), online.buffers(), strict=True):
+    for t, o in buffer_pairs:
         t.copy_(o)
 
 

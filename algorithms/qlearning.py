@@ -38,6 +38,8 @@ from algorithms.members import (
     MemberBatchNorm1d,
     clip_member_grad_norm,
     make_target,
+    polyak_lists,
+    polyak_pairs,
     torch_generators,
 )
 from algorithms.optim import NATURE_EPS_MEAN_GRADIENT, CenteredRMSprop
@@ -250,8 +252,7 @@ class QAgent(Agent):
         self.batch_norm = any(isinstance(m, MemberBatchNorm1d) for m in self.head.modules())
         self.target = make_target(self.head)
         self.target.eval()
-        self._target_params, self._online_params = list(self.target.parameters()), list(self.head.parameters())
-        self._buffer_pairs = list(zip(self.target.buffers(), self.head.buffers(), strict=True))
+        self._polyak_pairs = polyak_pairs(self.target, self.head)
         self.head.eval()  # batch norm uses running statistics except while computing the TD loss
         self.q_params, self.policy_params = self.head.q_parameters(), self.head.policy_parameters()
         self.opt = make_optimizer(cfg, self.q_params, cfg.lr, self.q_weight_decay())
@@ -364,12 +365,7 @@ class QAgent(Agent):
     @torch.no_grad()
     def polyak(self, tau: float) -> None:
         """target <- (1 - tau) target + tau online over every parameter; buffers (batch-norm statistics) copied."""
-        if tau == 1.0:
-            torch._foreach_copy_(self._target_params, self._online_params)
-        else:
-            torch._foreach_lerp_(self._target_params, self._online_params, tau)
-        for t, o in self._buffer_pairs:
-            t.copy_(o)
+        polyak_lists(self._polyak_pairs, tau)
 
     def _step(self, opt: torch.optim.Optimizer, params: list[nn.Parameter], loss: torch.Tensor) -> None:
         """Minimize the sum of the members' losses; diverged members contribute nothing and stay frozen."""
