@@ -59,6 +59,8 @@ TARGET_WITHIN = 0.05
 # Runs per task below which no verdict is given. smoke: the fewest a bootstrap can resample; quick and paper:
 # DESIGN.md's "at least 5 seeds" (CIs are well calibrated from about 10, Agarwal et al. 2021).
 MIN_RUNS = {"smoke": 2, "quick": 5, "paper": 5}
+# Units a published budget is stated in (Claim.published_budget): the tidy columns step, frames, episodes.
+BUDGET_UNITS = {"agent_steps": "step", "frames": "frames", "episodes": "episodes"}
 # Power of the detectable effect (ours: the conventional 80%), and the simulation's size: 200 simulated
 # experiments of 400 bootstrap replications each put the power estimate within about +-0.03 (ours).
 POWER = 0.8
@@ -117,6 +119,9 @@ class Claim:
     """Human-normalize scores with this table (reference.human_random_scores)."""
     figure: str | None = None
     """Path of the figure that shows the claim, relative to results/<scale>/ (without extension)."""
+    published_budget: Mapping[str, Any] = field(default_factory=dict)
+    """The source's training budget per run: ``note`` (text, with its source) and, where the source states one
+    number, ``amount`` in ``unit`` (one of ``BUDGET_UNITS``) so the report can say what fraction of it ours is."""
 
     def __post_init__(self):
         def invalid(key, value, valid):
@@ -139,6 +144,20 @@ class Claim:
         if self.comparison == "mean" and sorted(self.thresholds) != sorted(SCALES):
             raise ValueError(f"claim {self.id!r}: mean needs thresholds (its tolerance), one per scale: "
                              f"{', '.join(SCALES)}")
+        budget = dict(self.published_budget)
+        unknown = sorted(set(budget) - {"note", "amount", "unit"})
+        if unknown:
+            raise ValueError(f"claim {self.id!r}: published_budget has unknown keys {unknown}; valid: amount, note, "
+                             "unit")
+        if budget and not budget.get("note"):
+            raise ValueError(f"claim {self.id!r}: published_budget needs a note naming its source")
+        if ("amount" in budget) != ("unit" in budget):
+            raise ValueError(f"claim {self.id!r}: published_budget needs amount and unit together")
+        if "unit" in budget and budget["unit"] not in BUDGET_UNITS:
+            raise invalid("published_budget unit", budget["unit"], BUDGET_UNITS)
+        if "amount" in budget and not (isinstance(budget["amount"], int | float) and budget["amount"] > 0):
+            raise ValueError(f"claim {self.id!r}: published_budget amount must be a positive number, got "
+                             f"{budget['amount']!r}")
         if self.comparison != "mean" and self.thresholds:
             raise ValueError(f"claim {self.id!r}: thresholds are the tolerance of a mean claim; a "
                              f"{self.comparison} is judged against its null {COMPARISONS[self.comparison]:g} "
@@ -169,6 +188,11 @@ class Verdict:
     """Runs per group, e.g. "dqn: 5 runs x 3 tasks; double_dqn: 5 runs x 3 tasks"."""
     aggregation: str = ""
     """How the estimate combines runs and tasks."""
+    budget: str = ""
+    """The training budget of the runs judged, per run (``run_budget``)."""
+    budget_fraction: float = float("nan")
+    """Ours divided by the published budget in its unit (median over the runs judged); NaN where the source
+    states no single number."""
 
 
 def load_claims(path: str | Path = CLAIMS_PATH) -> list[Claim]:
@@ -383,6 +407,34 @@ def detectable_effect(claim: Claim, matrices: dict[str, np.ndarray], tasks: Sequ
     return float(statistic(*(means[g][None, :] for g in groups)))
 
 
+def run_budget(claim: Claim, rows: pd.DataFrame) -> tuple[str, float]:
+    """The budget of the runs in ``rows`` (agent steps, frames where they differ, episodes: each run's last
+    logged value, a member per run; median and range over runs) and its fraction of the published budget."""
+    keys = [c for c in dict.fromkeys(["run_id", claim.group, claim.task, "seed"]) if c in rows.columns]
+    ends = rows.groupby(keys)[["step", "frames", "episodes"]].max()
+    if ends.empty:
+        return "", math.nan
+
+    def spread(column: str) -> str:
+        values = ends[column].dropna()
+        if values.empty:
+            return ""
+        low, mid, high = values.min(), values.median(), values.max()
+        text = f"{mid:,.0f}"
+        return text if low == high else f"{text} (median; {low:,.0f} to {high:,.0f})"
+
+    parts = [f"{spread('step')} agent steps"]
+    if ends["frames"].notna().any() and not np.allclose(ends["frames"], ends["step"], equal_nan=True):
+        parts.append(f"{spread('frames')} frames")
+    if ends["episodes"].fillna(0).gt(0).any():  # the tabular and synthetic runs count no episodes
+        parts.append(f"{spread('episodes')} training episodes")
+    text = ", ".join(parts) + f" per run ({len(ends)} runs)"
+    budget = claim.published_budget
+    if "amount" not in budget:
+        return text, math.nan
+    return text, float(ends[BUDGET_UNITS[budget["unit"]]].median()) / float(budget["amount"])
+
+
 def _aggregation(claim: Claim, tasks: list) -> str:
     shown = ", ".join(map(str, tasks))
     over = f"{len(tasks)} {claim.task} value(s): {shown}"
@@ -433,6 +485,8 @@ def _judge_scope(claim: Claim, scope: str, rows: pd.DataFrame, scale: str, thres
         matrices = tidy.score_matrix(scores, group=claim.group, task=claim.task, tasks=tasks)
     except ValueError as error:
         return inconclusive(str(error))
+    budget, fraction = run_budget(claim, chosen)
+    common.update(budget=budget, budget_fraction=fraction)
     n_runs = sum(m.size for m in matrices.values())
     runs = "; ".join(f"{g}: {m.shape[0]} runs x {m.shape[1]} tasks" for g, m in matrices.items())
     fewest = min(m.shape[0] for m in matrices.values())
@@ -494,5 +548,6 @@ def evaluate_all(claims: Sequence[Claim], df: pd.DataFrame, scale: str, *, reps:
         for verdict in evaluate_scopes(claim, df, scale, reps=reps, base_seed=base_seed, power_sims=power_sims):
             rows.append({**dataclasses.asdict(verdict), "suite": claim.suite, "source": claim.source,
                          "statement": claim.statement, "comparison": claim.comparison, "a": claim.a,
-                         "b": claim.b or "", "published_note": claim.published_note, "figure": claim.figure or ""})
+                         "b": claim.b or "", "published_note": claim.published_note, "figure": claim.figure or "",
+                         "published_budget": claim.published_budget.get("note", "")})
     return pd.DataFrame(rows)

@@ -21,7 +21,7 @@ SMOKE_BANNER = (
 )
 QUICK_NOTE = (
     "> Quick scale: reduced budgets (DESIGN.md, Scales). A verdict here tests the claim at this budget,\n"
-    "> not at the published one."
+    "> not at the published one; each claim's section says how its budget compares with the source's."
 )
 FIGURE_EXT = "png"
 
@@ -37,6 +37,15 @@ def _published(row) -> str:
         return ""
     return f"{format_number(row['published'])} ({row['versus_published']})" if row["versus_published"] else \
         format_number(row["published"])
+
+
+def _budget(row) -> str:
+    """Ours beside the source's training budget per run, and the fraction of it ours is (where it gives one)."""
+    ours = row["budget"] or "no runs"
+    published = row["published_budget"] or "none stated by the source"
+    fraction = row["budget_fraction"]
+    share = "" if pd.isna(fraction) else f"; ours is {format_number(100 * fraction)}% of it"
+    return f"ours {ours}; published {published}{share}"
 
 
 def _dirty_runs(info: pd.DataFrame) -> list[str]:
@@ -171,6 +180,7 @@ def render_report(verdicts: pd.DataFrame, info: pd.DataFrame, scale: str, *,
             f"- published: {_published(r) or 'none'}" + (f" ({r['published_note']})" if r["published_note"] else ""),
             f"- detectable with 80% power at these runs: {format_number(r['detectable']) or 'none'}",
             f"- runs: {r['n_runs']}" + (f" ({r['runs']})" if r["runs"] else ""),
+            f"- budget: {_budget(r)}",
             f"- why: {r['reason']}",
         ]
         if _figure_link(r):

@@ -267,3 +267,35 @@ def test_data_efficiency_against_a_fixed_target_does_not_reward_an_early_plateau
     assert verdict.verdict == claims.CONTRADICTED and verdict.estimate == 0.0
     assert "6 of 12 runs never reached theirs" in verdict.reason
     assert _evaluate(_claim(score="episodes_to_within", better="lower"), df).verdict == claims.REPRODUCED
+
+
+def test_run_budget_gives_each_runs_steps_frames_and_episodes_and_the_fraction_of_the_published_budget():
+    df = _table({"a": lambda s, j: float(s), "b": lambda s, j: float(s)}, envs=("A",))
+    df.loc[df["seed"] == 0, "episodes"] = 4  # one member of six finished fewer episodes
+    claim = _claim(published_budget={"amount": 1_600, "unit": "frames", "note": "paper, Sec. 5"})
+    text, fraction = claims.run_budget(claim, df[df["algo"] == "a"])
+    assert text == "100 agent steps, 400 frames, 10 (median; 4 to 10) training episodes per run (6 runs)"
+    assert fraction == pytest.approx(400 / 1_600)
+    # the same runs against a budget in episodes; and no number where the source states none
+    by_episodes = _claim(published_budget={"amount": 40, "unit": "episodes", "note": "paper"})
+    assert claims.run_budget(by_episodes, df)[1] == pytest.approx(10 / 40)
+    assert np.isnan(claims.run_budget(_claim(published_budget={"note": "not stated"}), df)[1])
+
+
+def test_a_verdict_carries_the_budget_of_the_runs_it_judged():
+    df = _table({"a": lambda s, j: 10.0 + s, "b": lambda s, j: float(s)})
+    verdict = _evaluate(_claim(published_budget={"amount": 1_000, "unit": "agent_steps", "note": "paper"}), df)
+    assert verdict.budget == "100 agent steps, 400 frames, 10 training episodes per run (24 runs)"
+    assert verdict.budget_fraction == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("budget, message", [
+    ({"amount": 5, "unit": "frames", "seeds": 3, "note": "x"}, "unknown keys ['seeds']"),
+    ({"amount": 5, "unit": "frames"}, "needs a note"),
+    ({"amount": 5, "note": "x"}, "amount and unit together"),
+    ({"amount": 5, "unit": "hours", "note": "x"}, "valid: agent_steps, frames, episodes"),
+    ({"amount": -1, "unit": "frames", "note": "x"}, "must be a positive number"),
+])
+def test_a_malformed_published_budget_is_refused_with_the_valid_choices(budget, message):
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        _claim(published_budget=budget)

@@ -88,3 +88,13 @@ def test_report_says_which_protocol_each_published_number_was_measured_under(tmp
     assert "van Hasselt et al. 2016, Table 1" in section and "no_op rows only" in section
     assert "Gu et al. 2016, Table 1" in section and "Young & Tian 2019" in section
     assert "No published number here was measured under machado" in section
+
+
+def test_each_claim_says_how_its_budget_compares_with_the_published_one(tmp_path):
+    verdicts, info = _verdicts_and_info(tmp_path)
+    verdicts["published_budget"] = ["a paper, Sec. 4: 600 agent steps", ""]
+    verdicts["budget_fraction"] = [0.5, float("nan")]
+    text = report.render_report(verdicts, info, "quick")
+    assert ("- budget: ours 200 agent steps per run (3 runs); published a paper, Sec. 4: 600 agent steps; ours is "
+            "50.0% of it") in text
+    assert "- budget: ours no runs; published none stated by the source" in text

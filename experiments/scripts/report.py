@@ -18,7 +18,7 @@ from analysis import claims, report, tables, tidy
 
 VERDICT_COLUMNS = ["claim_id", "scope", "suite", "verdict", "estimate", "estimate_ci_low", "estimate_ci_high", "null",
                    "published", "versus_published", "detectable", "comparison", "a", "b", "n_runs", "runs",
-                   "aggregation", "reason", "source", "statement"]
+                   "aggregation", "budget", "budget_fraction", "published_budget", "reason", "source", "statement"]
 ANALYSIS_PATHS = ("analysis", "experiments")
 
 
