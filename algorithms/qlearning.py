@@ -398,10 +398,12 @@ class QAgent(Agent):
         for _ in range(n):
             b = self.sample_batch(replay, step)
             metrics, td = self.update(b)
-            if b.index is not None:
+            if b.index is not None and replay.sampler != "uniform":
                 replay.update_priorities(b.index, torch.where(torch.isfinite(td), td, torch.zeros_like(td)))
             self._check_divergence(metrics)
             outs.append(metrics)
+        if len(outs) == 1:
+            return outs[0]
         return {k: torch.stack([o[k] for o in outs]).mean(0) for k in outs[0]}
 
     def sample_batch(self, replay: ReplayBuffer, step: int) -> Batch:

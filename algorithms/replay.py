@@ -25,12 +25,18 @@ and writes row k, and draws from its own generator. Parts, in Dopamine's spirit:
 
 A transition t may be sampled once its n-step bootstrap row has been written and while none of the rows its
 frame stack reads have been overwritten.
+
+On the CPU, the uniform sampler's hot paths (add, drawing indices, gathering a one-step batch of single
+frames) index numpy views of the same storage: one numpy indexing costs about a microsecond where torch's
+costs several, and replay was a fifth of a CartPole DQN step (docs/performance.md). Both paths give the same
+rows from the same random numbers (tests/test_replay.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -129,6 +135,12 @@ class ReplayBuffer:
         self.added = torch.zeros(members, dtype=torch.long, device=dev)  # rows ever written, per member
         self._members_column = torch.arange(members, device=dev).unsqueeze(1)
         self._next_start = torch.ones(members, dtype=torch.bool, device=dev)
+        # numpy views of the storage (module docstring); load_state_dict copies in place, so they stay valid
+        self._np = SimpleNamespace(
+            frames=self.frames.numpy(), actions=self.actions.numpy(), rewards=self.rewards.numpy(),
+            flags=self.flags.numpy(), added=self.added.numpy(), next_start=self._next_start.numpy(),
+            members=np.arange(members), members_column=np.arange(members)[:, None],
+        ) if dev.type == "cpu" and sampler == "uniform" and frame_dtype != torch.bfloat16 else None
         if sampler != "uniform":
             self.tree = SumTree(members, capacity, dev)
             # the priority before the exponent: |delta| + eps (proportional) or |delta| to rank (rank)
@@ -150,6 +162,9 @@ class ReplayBuffer:
         frame is the newest frame of the observation the action was taken in; where the episode ended
         (terminated or truncated), final_frame is its last observation and is stored in an extra row.
         """
+        if self._np is not None:
+            self._add_numpy(frame, action, reward, terminated, truncated, final_frame)
+            return
         dev = self.device
         terminated = terminated.to(dev, torch.bool)
         end = terminated | truncated.to(dev, torch.bool)
@@ -173,6 +188,29 @@ class ReplayBuffer:
         self._next_start = end
         if self.sampler != "uniform":
             self._refresh_priorities(old_lo, old_hi)
+
+    def _add_numpy(self, frame, action, reward, terminated, truncated, final_frame) -> None:
+        """add() on numpy views of the storage, row for row the same writes."""
+        n = self._np
+        terminated = _numpy(terminated).astype(bool, copy=False)
+        end = terminated | _numpy(truncated).astype(bool, copy=False)
+        members = n.members
+        pos = n.added % self.N
+        n.frames[members, pos] = _numpy(frame)
+        n.actions[members, pos] = _numpy(action)
+        n.rewards[members, pos] = _numpy(reward)
+        n.flags[members, pos] = (terminated.astype(np.uint8) | (end.astype(np.uint8) << 1) | 4
+                                 | (n.next_start.astype(np.uint8) << 3))
+        n.added += 1
+        if end.any():
+            ended = members[end]
+            fpos = n.added[ended] % self.N
+            n.frames[ended, fpos] = _numpy(final_frame)[end]
+            n.actions[ended, fpos] = 0
+            n.rewards[ended, fpos] = 0.0
+            n.flags[ended, fpos] = 0
+            n.added[ended] += 1
+        n.next_start[:] = end
 
     def cut_episodes(self) -> None:
         """End every member's current episode as a truncation after the newest row.
@@ -254,6 +292,38 @@ class ReplayBuffer:
             idx[k] = self._redraw_member(k, batch_size, lo[k], span[k], cand[k][valid[k]])
         return idx
 
+    def _uniform_indices_numpy(self, batch_size: int) -> np.ndarray:
+        """_uniform_indices on numpy views: the same draws, candidates and order."""
+        n = self._np
+        lo = np.maximum(n.added - self.N + self.frame_stack - 1, 0)
+        hi = n.added - 1 - self.n_step
+        span = (hi - lo + 1)[:, None].astype(np.float64)
+        extra = batch_size + batch_size // 2
+        u = member_rand(self.generators, (extra,), self.device).numpy()
+        cand = lo[:, None] + (u.astype(np.float64) * span).astype(np.int64)
+        valid = (n.flags[n.members_column, cand % self.N] & 4) > 0
+        if valid[:, :batch_size].all():  # the common case: the first batch_size candidates are the stable order's
+            return cand[:, :batch_size]
+        order = np.argsort(~valid, axis=1, kind="stable")[:, :batch_size]
+        idx = np.take_along_axis(cand, order, axis=1)
+        for k in np.flatnonzero(valid.sum(1) < batch_size):
+            idx[k] = self._redraw_member(int(k), batch_size, torch.tensor(lo[k]), torch.from_numpy(span[k]),
+                                         torch.from_numpy(cand[k][valid[k]])).numpy()
+        return idx
+
+    def _gather_one_step_numpy(self, idx: np.ndarray) -> Batch:
+        """_gather_one_step for single frames on numpy views (fancy indexing copies, so the batch owns its rows)."""
+        n = self._np
+        m = n.members_column
+        phys = idx % self.N
+        discount = np.where((n.flags[m, phys] & 1) > 0, 0.0, self.gamma).astype(np.float32)
+        action = torch.from_numpy(n.actions[m, phys])
+        return Batch(obs=torch.from_numpy(n.frames[m, phys]),
+                     action=action if action.is_floating_point() else action.long(),
+                     reward=torch.from_numpy(n.rewards[m, phys]), discount=torch.from_numpy(discount),
+                     next_obs=torch.from_numpy(n.frames[m, (idx + 1) % self.N]), index=torch.from_numpy(idx),
+                     weight=torch.ones(self.M, idx.shape[1]))
+
     def _redraw_member(self, k: int, batch_size: int, lo: torch.Tensor, span: torch.Tensor,
                        kept: torch.Tensor) -> torch.Tensor:
         for _ in range(1000):
@@ -279,6 +349,11 @@ class ReplayBuffer:
 
     def sample(self, batch_size: int, beta: float = 0.0) -> Batch:
         """A minibatch for every member; beta is the importance-sampling exponent (prioritized only)."""
+        if self._np is not None:
+            idx = self._uniform_indices_numpy(batch_size)
+            if self.n_step == 1 and self.frame_stack == 1:
+                return self._gather_one_step_numpy(idx)
+            return self._gather(torch.from_numpy(idx), torch.ones(self.M, batch_size))
         if self.sampler == "uniform":
             idx = self._uniform_indices(batch_size)
             weight = torch.ones(self.M, batch_size, device=self.device)
@@ -449,6 +524,11 @@ class TransitionReplay:
             getattr(self, key).copy_(state[key])
         for g, s in zip(self.generators, state["generators"], strict=True):
             g.set_state(s.clone())
+
+
+def _numpy(x) -> np.ndarray:
+    """A CPU tensor's numpy view, or the array itself."""
+    return x.numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
 def anneal(start: float, end: float, fraction: float) -> float:

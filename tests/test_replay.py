@@ -222,3 +222,31 @@ def test_prioritized_replay_state_dict_restores_the_same_next_minibatch(sampler)
     copy.load_state_dict({k: v.clone() for k, v in buf.state_dict().items()})
     a, b = buf.sample(32, beta=0.5), copy.sample(32, beta=0.5)
     assert torch.equal(a.index, b.index) and torch.equal(a.weight, b.weight)
+
+
+@pytest.mark.parametrize("n_step, frame_stack", [(1, 1), (3, 1), (1, 4)])
+def test_numpy_fast_path_writes_and_samples_exactly_what_the_torch_path_does(n_step, frame_stack):
+    """The CPU fast path (numpy views of the storage) against the torch path on twin buffers: the same stored
+    rows and, from the same generators, the same minibatches, through episode ends, a wrapped buffer and a
+    member with too few valid candidates (the redraw)."""
+    M, capacity, batch = 3, 40, 8
+    fast, slow = (ReplayBuffer(M, capacity, (2,), torch.float32, n_step=n_step, frame_stack=frame_stack,
+                               gamma=0.9, generators=torch_generators(range(M), "replay")) for _ in range(2))
+    slow._np = None
+    assert fast._np is not None
+    rng = np.random.default_rng(0)
+    for step in range(130):
+        frame = torch.from_numpy(rng.normal(size=(M, 2)))  # float64 rows, rounded to float32 on the way in
+        ends = rng.random(M)
+        terminated, truncated = torch.from_numpy(ends < 0.08), torch.from_numpy((ends >= 0.08) & (ends < 0.15))
+        args = (frame, torch.from_numpy(rng.integers(0, 4, M)), torch.from_numpy(rng.normal(size=M)), terminated,
+                truncated, frame + 100)
+        fast.add(*args)
+        slow.add(*args)
+        if step >= 12 and step % 3 == 0:
+            a, b = fast.sample(batch), slow.sample(batch)
+            for name in ("obs", "action", "reward", "discount", "next_obs", "index", "weight"):
+                x, y = getattr(a, name), getattr(b, name)
+                assert x.dtype == y.dtype and torch.equal(x, y), (step, name)
+    for name in ("frames", "actions", "rewards", "flags", "added", "_next_start"):
+        assert torch.equal(getattr(fast, name), getattr(slow, name)), name
