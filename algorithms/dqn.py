@@ -152,10 +152,11 @@ class EpsilonGreedy:
         """Epsilon-greedy actions [M] for one observation per member [M, ...]."""
         u = member_rand(gens, (2,), "cpu")
         random_action = (u[:, 1] * self.num_actions).long().clamp(max=self.num_actions - 1)
-        if epsilon >= 1.0:  # before learning starts: no forward pass needed, same random numbers drawn
+        explore = u[:, 0] < epsilon
+        if epsilon >= 1.0 or bool(explore.all()):  # every member explores: no forward pass, same numbers drawn
             return random_action.numpy()
         greedy = agent.greedy(obs.unsqueeze(1), None)[:, 0].cpu()
-        return torch.where(u[:, 0] < epsilon, random_action, greedy).numpy()
+        return torch.where(explore, random_action, greedy).numpy()
 
     def end_episodes(self, mask) -> None:
         """Epsilon-greedy has no per-episode state."""
