@@ -23,13 +23,20 @@ def versions() -> dict[str, str]:
     return out
 
 
-def git_commit() -> dict[str, str | bool]:
-    """The commit of the qrepro checkout that ran the code, and whether it had uncommitted changes."""
-    root = Path(__file__).resolve().parent.parent
+# Paths whose uncommitted changes do not make a run's code dirty: the workflow itself rewrites the committed
+# results/ (tables, figures, report) while other jobs train, and a change there changes no code.
+NOT_CODE = ("results",)
+
+
+def git_commit(root: Path | None = None) -> dict[str, str | bool]:
+    """The commit of the qrepro checkout that ran the code (``root``: this package's), and whether its code had
+    uncommitted changes (``NOT_CODE`` aside)."""
+    root = Path(__file__).resolve().parent.parent if root is None else root
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
                                 timeout=10, check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                     *(f":(exclude){path}" for path in NOT_CODE)], cwd=root,
                                     capture_output=True, text=True, timeout=10).stdout.strip())
         return {"commit": commit, "dirty": dirty}
     except (OSError, subprocess.SubprocessError):

@@ -157,3 +157,22 @@ def test_atari_pong_smoke_run_produces_the_overestimation_metrics(tmp_path):
     assert set(final.seed) == {0, 1} and final.value.between(-21, 21).all()
     meta = json.loads((out / "run.json").read_text())
     assert meta["env_settings"]["repeat_action_probability"] == 0.0 and meta["frames_per_step"] == 4
+
+
+def test_a_run_is_dirty_when_its_code_changed_but_not_when_the_workflow_rewrote_results(tmp_path):
+    from experiments.provenance import git_commit
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "results" / "table.csv").write_text("a\n1\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
+    assert git_commit(tmp_path)["dirty"] is False
+    (tmp_path / "results" / "table.csv").write_text("a\n2\n")  # a figure or table job rewrote a result
+    assert git_commit(tmp_path)["dirty"] is False
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert git_commit(tmp_path)["dirty"] is True
