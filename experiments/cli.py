@@ -189,7 +189,6 @@ def train(args) -> int:
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "resumed_from_step": state["step"] if state else 0}
 
     def record(st: dict, status: str) -> None:
-        st["wall_time"] = prior_wall + time.time() - wall0
         write_metrics(out / "metrics.csv", st["rows"])
         extra = {k: st[k] for k in ("diverged_seeds",) if k in st}
         write_run_json(out / "run.json", meta, status, steps_done=st["step"],
@@ -200,6 +199,8 @@ def train(args) -> int:
     try:
         with stop:
             for kind, st in runner.train(state):
+                # in the checkpoint too, so a resumed run adds to the time spent before it (compute spent)
+                st["wall_time"] = prior_wall + time.time() - wall0
                 atomic_torch_save(ckpt_path, st)
                 record(st, st["status"])
                 if kind == "done":

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from experiments.cli import main
 from experiments.contract import COLUMNS
@@ -115,9 +116,15 @@ def test_killed_run_resumes_to_the_same_metric_rows_as_an_uninterrupted_run(tmp_
     proc.wait()
     killed_at = steps_done()
     assert 0 < killed_at < 3000
+    # the checkpoint carries the time spent so far, and the resumed run adds its own to it (compute spent)
+    before = torch.load(cut / "checkpoints" / "latest.pt", weights_only=True)["wall_time"]
+    assert before > 0
+    started = time.time()
     assert main(["train", *args, "--out", str(cut)]) == 0
+    resumed_for = time.time() - started
     meta = json.loads((cut / "run.json").read_text())
     assert meta["status"] == "complete" and 0 < meta["resumed_from_step"] < 3000
+    assert before < meta["wall_time_s"] <= before + resumed_for
 
     def rows(path):
         df = pd.read_csv(path / "metrics.csv")
