@@ -153,7 +153,7 @@ class EpsilonGreedy:
         u = member_rand(gens, (2,), "cpu")
         random_action = (u[:, 1] * self.num_actions).long().clamp(max=self.num_actions - 1)
         explore = u[:, 0] < epsilon
-        if epsilon >= 1.0 or bool(explore.all()):  # every member explores: no forward pass, same numbers drawn
+        if bool(explore.all()):  # every member explores (always so at epsilon 1): no forward pass, same numbers
             return random_action.numpy()
         greedy = agent.greedy(obs.unsqueeze(1), None)[:, 0].cpu()
         return torch.where(explore, random_action, greedy).numpy()
