@@ -20,6 +20,8 @@ class Agent:
 
     #: [M] bool: members whose learning diverged; they are no longer updated (see QAgent.learn)
     diverged: torch.Tensor
+    #: how many members have diverged (a Python int the runner reads after every update, without tensor work)
+    n_diverged: int = 0
 
     def make_replay(self, frame_shape, frame_dtype: torch.dtype, frame_stack: int):
         """The replay buffer this agent learns from (replay.ReplayBuffer)."""

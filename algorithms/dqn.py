@@ -150,13 +150,15 @@ class EpsilonGreedy:
     @torch.no_grad()
     def choose(self, agent: QAgent, obs: torch.Tensor, epsilon: float, gens) -> np.ndarray:
         """Epsilon-greedy actions [M] for one observation per member [M, ...]."""
-        u = member_rand(gens, (2,), "cpu")
-        random_action = (u[:, 1] * self.num_actions).long().clamp(max=self.num_actions - 1)
-        explore = u[:, 0] < epsilon
-        if bool(explore.all()):  # every member explores (always so at epsilon 1): no forward pass, same numbers
-            return random_action.numpy()
-        greedy = agent.greedy(obs.unsqueeze(1), None)[:, 0].cpu()
-        return torch.where(explore, random_action, greedy).numpy()
+        # numpy on the draws: the same float32 arithmetic as torch's (epsilon and the product rounded to float32,
+        # truncation toward zero) at a fraction of the per-operation cost, which dominates a step of one member
+        u = member_rand(gens, (2,), "cpu").numpy()
+        random_action = np.minimum((u[:, 1] * np.float32(self.num_actions)).astype(np.int64), self.num_actions - 1)
+        explore = u[:, 0] < np.float32(epsilon)
+        if explore.all():  # every member explores (always so at epsilon 1): no forward pass, same numbers
+            return random_action
+        greedy = agent.greedy(obs.unsqueeze(1), None)[:, 0].cpu().numpy()
+        return np.where(explore, random_action, greedy)
 
     def end_episodes(self, mask) -> None:
         """Epsilon-greedy has no per-episode state."""

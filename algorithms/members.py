@@ -49,28 +49,52 @@ def member_randn(gens: Sequence[torch.Generator], shape: Sequence[int], device: 
 
 
 class MemberLinear(nn.Module):
-    """M linear layers: weight [M, out, in] (torch's layout per member), bias [M, out].
+    """M linear layers: weight [M, in, out], bias [M, out]; state dicts hold torch's layout, [M, out, in].
 
-    Input [M, ..., in] -> output [M, ..., out]: one ``baddbmm`` for every member.
+    Input [M, ..., in] -> output [M, ..., out]: one ``baddbmm`` for every member. The weight is kept as the
+    right-hand factor of that product rather than as torch's [out, in]: the product then reads it without a
+    transpose, and autograd's weight gradient comes in the parameter's own layout instead of being copied into
+    it after every backward pass. Measured, one thread, forward + backward + Adam of a 256-256 MLP, batch 64:
+    4.3-4.4 against 5.2-7.2 ms for 8 members, 0.72-0.75 against 0.77-0.90 ms for one. State dicts (checkpoints,
+    member_state exports) keep torch's layout through the two hooks below.
     """
 
     def __init__(self, layers: Sequence[nn.Linear]):
         super().__init__()
         self.in_features, self.out_features = layers[0].in_features, layers[0].out_features
-        self.weight = nn.Parameter(torch.stack([layer.weight.detach() for layer in layers]))
+        self.weight = nn.Parameter(torch.stack([layer.weight.detach().t() for layer in layers]).contiguous())
         self.bias = nn.Parameter(torch.stack([layer.bias.detach() for layer in layers]))
+        self.register_state_dict_post_hook(_weight_to_torch_layout)
+        self.register_load_state_dict_pre_hook(_weight_from_torch_layout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x if x.dim() == 3 else x.reshape(x.shape[0], -1, self.in_features)
-        if self.out_features == 1:
-            # A one-column product goes to a matrix-vector kernel whose rounding depends on the number of
-            # members (measured: up to 1e-5 apart for member 1 of 2 and a single member); with a zero column
-            # beside it, it is an ordinary matrix product whose per-member result does not.
-            weight = torch.cat([self.weight, torch.zeros_like(self.weight)], 1)
-            y = torch.bmm(flat, weight.transpose(1, 2))[..., :1] + self.bias.unsqueeze(1)
-        else:
-            y = torch.baddbmm(self.bias.unsqueeze(1), flat, self.weight.transpose(1, 2))
+        y = member_linear(flat, self.weight, self.bias)
         return y if x.dim() == 3 else y.reshape(*x.shape[:-1], self.out_features)
+
+
+def member_linear(flat: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """[M, N, in] -> [M, N, out] with weight [M, in, out] and bias [M, out]: one batched matmul."""
+    if weight.shape[2] == 1:
+        # A one-column product goes to a matrix-vector kernel whose rounding depends on the number of
+        # members (measured: up to 1e-5 apart for member 1 of 2 and a single member); with a zero column
+        # beside it, it is an ordinary matrix product whose per-member result does not.
+        weight = torch.cat([weight, torch.zeros_like(weight)], 2)
+        return torch.bmm(flat, weight)[..., :1] + bias.unsqueeze(1)
+    return torch.baddbmm(bias.unsqueeze(1), flat, weight)
+
+
+def _weight_to_torch_layout(module, state_dict, prefix, local_metadata) -> None:
+    state_dict[prefix + "weight"] = state_dict[prefix + "weight"].transpose(1, 2)
+
+
+def _weight_from_torch_layout(module, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs) -> None:
+    # load_state_dict hands hooks its own shallow copy of the caller's dict: replacing an entry changes nothing
+    # the caller holds
+    key = prefix + "weight"
+    if key in state_dict:
+        state_dict[key] = state_dict[key].transpose(1, 2)
 
 
 class MemberConv2d(nn.Module):
@@ -136,6 +160,37 @@ class MemberBatchNorm1d(nn.Module):
         return (y * self.weight.unsqueeze(1) + self.bias.unsqueeze(1)).reshape(x.shape)
 
 
+class MemberSequential(nn.Sequential):
+    """An nn.Sequential of member-batched linear layers and element-wise activations, run as one call.
+
+    The same layers, parameters and state-dict keys as the Sequential it replaces, and the same operations in
+    the same order (so the same numbers); only the per-layer module calls are gone, which on a CPU cost more
+    than a small layer's arithmetic (a DQN step of a 120-84 MLP made about 27 of them).
+    """
+
+    def __init__(self, *layers: nn.Module):
+        super().__init__(*layers)
+        self._plan = [(layer, None) if isinstance(layer, MemberLinear) else (None, ELEMENTWISE[type(layer)])
+                      for layer in layers]
+        self.out_features = next(layer.out_features for layer in reversed(layers) if isinstance(layer, MemberLinear))
+
+    @staticmethod
+    def fusable(module: nn.Module) -> bool:
+        """A plain Sequential of member-batched linear layers and ELEMENTWISE activations, with a linear one."""
+        kinds = [type(layer) for layer in module] if type(module) is nn.Sequential else []
+        return MemberLinear in kinds and all(k is MemberLinear or k in ELEMENTWISE for k in kinds)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x if x.dim() == 3 else x.reshape(x.shape[0], -1, x.shape[-1])
+        for layer, fn in self._plan:
+            flat = fn(flat) if fn is not None else member_linear(flat, layer.weight, layer.bias)
+        return flat if x.dim() == 3 else flat.reshape(*x.shape[:-1], self.out_features)
+
+
+# activations MemberSequential calls as functions (the kernels their modules call)
+ELEMENTWISE: dict[type, Callable[[torch.Tensor], torch.Tensor]] = {nn.ReLU: torch.relu, nn.Tanh: torch.tanh}
+
+
 BATCHED_LAYERS: dict[type, type] = {nn.Linear: MemberLinear, nn.Conv2d: MemberConv2d,
                                     nn.BatchNorm1d: MemberBatchNorm1d}
 
@@ -153,6 +208,8 @@ def _fuse(template: nn.Module, copies: Sequence[nn.Module], grouped_conv: bool) 
                             f"batchable: {', '.join(k.__name__ for k in BATCHED_LAYERS)}")
         else:
             _fuse(child, parts, grouped_conv)
+            if MemberSequential.fusable(child):
+                setattr(template, name, MemberSequential(*child))
     # buffers of other modules are constants of the architecture (e.g. the action box): one copy serves all
     for name, buf in template.named_buffers(recurse=False):
         if not all(torch.equal(buf, getattr(c, name)) for c in copies):
@@ -175,6 +232,8 @@ def batch_members(make: Callable[[], nn.Module], seeds: Sequence[int], device: t
             copies.append(make())
     fused = copy.deepcopy(copies[0])
     _fuse(fused, copies, device.type != "cpu" if grouped_conv is None else grouped_conv)
+    if MemberSequential.fusable(fused):
+        fused = MemberSequential(*fused)
     fused.num_members = len(seeds)
     return fused.to(device)
 
@@ -186,6 +245,16 @@ def member_state(module: nn.Module, k: int) -> dict[str, torch.Tensor]:
     for name, t in module.state_dict().items():
         owner = name.rpartition(".")[0]
         out[name] = (t[k] if owner in batched else t).detach().clone()
+    return out
+
+
+def member_grads(module: nn.Module, k: int) -> dict[str, torch.Tensor]:
+    """Member k's gradients by parameter name, in the single-member module's layout (tests)."""
+    out = {}
+    for name, sub in module.named_modules():
+        for pname, p in sub.named_parameters(recurse=False):
+            g = p.grad[k].t() if isinstance(sub, MemberLinear) and pname == "weight" else p.grad[k]
+            out[f"{name}.{pname}" if name else pname] = g
     return out
 
 

@@ -342,7 +342,9 @@ class QAgent(Agent):
         if self.batch_norm:
             self.head.eval()
         td = q_sa - y
-        loss = (b.weight * td_loss(td, c.loss, c.huber_delta)).mean(1)  # [M]
+        per_row = td_loss(td, c.loss, c.huber_delta)
+        # uniform replay's weights are ones, and x * 1 == x exactly: skip the product
+        loss = (per_row if c.sampler == "uniform" else b.weight * per_row).mean(1)  # [M]
         self._step(self.opt, self.q_params, loss)
         metrics = {"td_loss": loss.detach(), "q_batch_mean": q_sa.detach().mean(1)}
         policy_now = self.policy_opt is not None and self.policy_due()
@@ -418,6 +420,7 @@ class QAgent(Agent):
         newly = ~finite & ~self.diverged
         if newly.any():
             self.diverged |= newly
+            self.n_diverged = int(self.diverged.sum())
             self._freeze(newly)
 
     @torch.no_grad()
@@ -452,6 +455,7 @@ class QAgent(Agent):
         self.updates = int(state["updates"])
         self.last_actor_q = state["last_actor_q"].clone()
         self.diverged = state["diverged"].clone()
+        self.n_diverged = int(self.diverged.sum())
         self._frozen = {k: v.clone() for k, v in state["frozen"].items()}
         self.explorer.load_state_dict(state["explorer"])
         for n, states in state["streams"].items():

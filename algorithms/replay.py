@@ -155,9 +155,8 @@ class ReplayBuffer:
         hi = added - 1 - self.n_step
         return lo, hi
 
-    def add(self, frame: torch.Tensor, action: torch.Tensor, reward: torch.Tensor, terminated: torch.Tensor,
-            truncated: torch.Tensor, final_frame: torch.Tensor) -> None:
-        """Append one agent step for every member ([M, ...] each).
+    def add(self, frame, action, reward, terminated, truncated, final_frame) -> None:
+        """Append one agent step for every member ([M, ...] each: tensors or numpy arrays).
 
         frame is the newest frame of the observation the action was taken in; where the episode ended
         (terminated or truncated), final_frame is its last observation and is stored in an extra row.
@@ -165,6 +164,8 @@ class ReplayBuffer:
         if self._np is not None:
             self._add_numpy(frame, action, reward, terminated, truncated, final_frame)
             return
+        frame, action, reward, terminated, truncated, final_frame = (
+            torch.as_tensor(x) for x in (frame, action, reward, terminated, truncated, final_frame))
         dev = self.device
         terminated = terminated.to(dev, torch.bool)
         end = terminated | truncated.to(dev, torch.bool)
@@ -305,7 +306,7 @@ class ReplayBuffer:
         if valid[:, :batch_size].all():  # the common case: the first batch_size candidates are the stable order's
             return cand[:, :batch_size]
         order = np.argsort(~valid, axis=1, kind="stable")[:, :batch_size]
-        idx = np.take_along_axis(cand, order, axis=1)
+        idx = cand[n.members_column, order]
         for k in np.flatnonzero(valid.sum(1) < batch_size):
             idx[k] = self._redraw_member(int(k), batch_size, torch.tensor(lo[k]), torch.from_numpy(span[k]),
                                          torch.from_numpy(cand[k][valid[k]])).numpy()

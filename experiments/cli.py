@@ -126,6 +126,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 def load_checkpoint(path: Path, cfg: RunConfig) -> dict:
+    from experiments.runner import CHECKPOINT_FORMAT
+
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file is the same user-facing problem
@@ -133,6 +135,10 @@ def load_checkpoint(path: Path, cfg: RunConfig) -> dict:
                           "delete it to start over, or give another --out") from None
     if not isinstance(state, dict) or state.get("format") is None:
         raise ConfigError(f"checkpoint {path} is not a qrepro checkpoint; give another --out")
+    if state["format"] != CHECKPOINT_FORMAT:
+        raise ConfigError(f"checkpoint {path} has format {state['format']}, this qrepro reads format "
+                          f"{CHECKPOINT_FORMAT}; resume it with the commit that wrote it (git.commit in run.json), "
+                          "or give another --out")
     if state.get("config_hash") != cfg.hash():
         raise ConfigError(f"checkpoint {path} was made with another configuration (hash {state.get('config_hash')}, "
                           f"this run {cfg.hash()}); rerun with the same settings to resume, or give another --out")

@@ -25,7 +25,8 @@ from envs.registry import default_protocol, make_env
 from experiments.config import RunConfig, family_module
 from experiments.contract import COLUMNS, Row, rows_from_plain, run_id  # noqa: F401 - COLUMNS: re-exported
 
-CHECKPOINT_FORMAT = 1
+# 2: member-batched linear weights are kept as [M, in, out] (optimizer state too); format 1 held [M, out, in]
+CHECKPOINT_FORMAT = 2
 
 
 def env_seed(seed: int, stream: str) -> int:
@@ -46,8 +47,9 @@ class FrameStacker:
         self.frames[:, -1] = torch.as_tensor(obs)
 
     def push(self, obs: np.ndarray, new_episode: np.ndarray) -> None:
-        self.frames = torch.roll(self.frames, -1, dims=1)
-        self.frames[torch.as_tensor(new_episode)] = 0
+        if self.k > 1:
+            self.frames = torch.roll(self.frames, -1, dims=1)
+            self.frames[torch.as_tensor(new_episode)] = 0
         self.frames[:, -1] = torch.as_tensor(obs)
 
     def obs(self) -> torch.Tensor:
@@ -203,6 +205,7 @@ class Runner:
                 stacker.frames = state["stacker"].clone()
             else:
                 self.replay.cut_episodes()
+        dead = self.agent.diverged.tolist()  # members whose learning diverged, as the agent last reported
         t0, steps_at_t0 = time.perf_counter(), step
         # learn() outputs since the last log point; checkpointed so a resumed run logs the same means
         losses: list[dict[str, torch.Tensor]] = list(state.get("pending", [])) if state else []
@@ -211,9 +214,8 @@ class Runner:
             obs = stacker.obs()
             actions = self.agent.act(obs, step)
             res = self.env.step(actions)
-            self.replay.add(stacker.newest(), torch.as_tensor(actions), torch.as_tensor(self.train_reward(res.reward)),
-                            torch.as_tensor(res.terminated), torch.as_tensor(res.truncated),
-                            torch.as_tensor(res.final_obs))
+            self.replay.add(stacker.newest(), actions, self.train_reward(res.reward), res.terminated, res.truncated,
+                            res.final_obs)
             self.agent.observe(stacker.obs(), actions, res.reward, res.terminated, res.truncated, res.final_obs)
             if res.episode_end.any():
                 self.agent.end_episodes(res.episode_end)
@@ -221,18 +223,18 @@ class Runner:
             step += 1
             for k, ret, _length in res.finished:
                 episodes[k] += 1
-                if not self.agent.diverged[k]:
+                if not dead[k]:
                     rows.append(self._row(k, step, "train_return", ret, episodes))
-            known = self.agent.diverged.clone()
             out = self.agent.learn(self.replay, step)
             if out is not None:
-                newly = self.agent.diverged & ~known
-                for k in torch.nonzero(newly).flatten().tolist():
-                    rows.append(self._row(k, step, "diverged", 1.0, episodes))
-                if bool(self.agent.diverged.all()):
-                    status = "diverged"
-                    yield "done", self._state(step, rows, episodes, stacker, status)
-                    return
+                if self.agent.n_diverged != sum(dead):  # a Python count: no tensor work on the common path
+                    now = self.agent.diverged.tolist()
+                    rows += [self._row(k, step, "diverged", 1.0, episodes) for k in range(M) if now[k] and not dead[k]]
+                    dead = now
+                    if all(dead):
+                        status = "diverged"
+                        yield "done", self._state(step, rows, episodes, stacker, status)
+                        return
                 losses.append(out)
             if step % c.run.log_period == 0:
                 now = time.perf_counter()

@@ -79,6 +79,13 @@ def test_unreadable_or_mismatched_checkpoint_is_refused(tmp_path, capsys):
     assert _train(other, "--set", "gamma=0.5", steps="100") == 2
     assert "was made with another configuration" in capsys.readouterr().err
     assert sorted(p.name for p in other.iterdir()) == before
+    # a checkpoint of an older format (weights in another layout) is refused, naming the commit to resume with
+    ckpt = other / "checkpoints" / "latest.pt"
+    state = torch.load(ckpt, weights_only=True)
+    torch.save({**state, "format": 1}, ckpt)
+    assert _train(other, steps="100") == 2
+    assert "has format 1, this qrepro reads format 2" in capsys.readouterr().err
+    assert sorted(p.name for p in other.iterdir()) == before
 
 
 def test_non_finite_loss_stops_the_run_as_diverged_and_keeps_metrics(tmp_path):
