@@ -424,7 +424,8 @@ def run_budget(claim: Claim, rows: pd.DataFrame) -> tuple[str, float]:
         return text if low == high else f"{text} (median; {low:,.0f} to {high:,.0f})"
 
     parts = [f"{spread('step')} agent steps"]
-    if ends["frames"].notna().any() and not np.allclose(ends["frames"], ends["step"], equal_nan=True):
+    # frames are counted where an environment has them (0 or missing elsewhere: the tabular and synthetic runs)
+    if ends["frames"].fillna(0).gt(0).any() and not np.allclose(ends["frames"], ends["step"], equal_nan=True):
         parts.append(f"{spread('frames')} frames")
     if ends["episodes"].fillna(0).gt(0).any():  # the tabular and synthetic runs count no episodes
         parts.append(f"{spread('episodes')} training episodes")

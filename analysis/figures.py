@@ -36,7 +36,7 @@ LABELS = {
     "max_estimator": "max estimator (Q-learning)", "double_estimator": "double estimator (Double Q-learning)",
     "sensitivity": "DQN and its ablations",
     "num_actions": "number of actions", "replay_size": "replay buffer size (transitions)",
-    "target_period": "target copy period (agent steps)", "polyak_tau": "Polyak rate tau (per step)",
+    "target_period": "target update period (gradient updates)", "polyak_tau": "Polyak rate tau (per update)",
     "batch_size": "minibatch size (transitions)", "lr": "Adam learning rate", "loss": "TD loss",
     "ablation": "change to the baseline DQN", "step": "agent steps", "episodes": "training episodes",
     "frames": "emulator frames", "eval_return": "test return", "q_estimate": "value estimate",

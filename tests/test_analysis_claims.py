@@ -280,6 +280,9 @@ def test_run_budget_gives_each_runs_steps_frames_and_episodes_and_the_fraction_o
     by_episodes = _claim(published_budget={"amount": 40, "unit": "episodes", "note": "paper"})
     assert claims.run_budget(by_episodes, df)[1] == pytest.approx(10 / 40)
     assert np.isnan(claims.run_budget(_claim(published_budget={"note": "not stated"}), df)[1])
+    # runs that count no frames (tabular, synthetic: frames 0) print no frames, not "0 frames"
+    no_frames = df.assign(frames=0, episodes=0)
+    assert claims.run_budget(claim, no_frames[no_frames["algo"] == "a"])[0] == "100 agent steps per run (6 runs)"
 
 
 def test_a_verdict_carries_the_budget_of_the_runs_it_judged():

@@ -164,3 +164,7 @@ def test_swept_values_sort_as_numbers_and_fqi_iterations_are_not_called_agent_st
     assert "agent_steps" not in table.columns
     assert table.loc["fitted_q", "step_unit"] == "FQI iterations" and pd.isna(table.loc["fitted_q", "frames"])
     assert (table.loc["q_learning", "step_unit"], table.loc["q_learning", "frames"]) == ("agent steps", 400)
+    # a swept setting left empty by some runs is a float column: its whole values still print whole
+    swept = pd.concat([df.assign(target_period=50.0), df.assign(algo="other", target_period=float("nan"))])
+    by_value = script.by_value_table(swept, REPS, columns=["target_period"])
+    assert tables.to_markdown(by_value).count("| target_period | 50 |") == 2

@@ -72,7 +72,8 @@ def by_value_table(df: pd.DataFrame, reps: int | None, *, columns: Sequence[str]
                 if rows[rows["metric"] == metric].empty:
                     continue
                 part = tables.result_table(rows, metric, last_fraction=last_fraction, **_reps(reps))
-                part.insert(0, "value", value)
+                # a swept column holds floats wherever some runs leave it empty: print 50, not 50.0
+                part.insert(0, "value", int(value) if isinstance(value, float) and value.is_integer() else value)
                 part.insert(0, "setting", column)
                 part.insert(0, "metric", metric)
                 parts.append(part)
