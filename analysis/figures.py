@@ -31,7 +31,8 @@ CI_REPS = 2_000  # bootstrap replications of a plotted mean's 95% CI (rliable's 
 LABELS = {
     "dqn": "DQN", "double_dqn": "Double DQN", "dueling_dqn": "Dueling DQN", "per_dqn": "DQN + prioritized replay",
     "nstep_dqn": "DQN + 3-step returns", "ddpg": "DDPG", "naf": "NAF", "naf_imagination": "NAF + imagination",
-    "naf_imagination_nn": "NAF + imagination (NN model)", "sampled_q": "uniform sampled max", "cem_q": "CEM max",
+    "naf_imagination_nn": "NAF + imagination (NN model)", "naf_imagination_ilqg": "NAF + imagination + iLQG",
+    "sampled_q": "uniform sampled max", "cem_q": "CEM max",
     "q_learning": "Q-learning", "fitted_q": "fitted Q-iteration",
     "max_estimator": "max estimator (Q-learning)", "double_estimator": "double estimator (Double Q-learning)",
     "sensitivity": "DQN and its ablations",
@@ -169,7 +170,7 @@ def learning_curves(df: pd.DataFrame, metric: str = "eval_return", *, x: str = "
         ax.set_xlabel(xlabel or label(x))
         ax.set_yscale(yscale)
     axes[0, 0].set_ylabel(ylabel or label(metric))
-    axes[0, 0].legend(fontsize="small", title="mean, 95% CI", title_fontsize="small")
+    _legend_below(fig, "mean, 95% CI")
     return fig
 
 
@@ -243,11 +244,14 @@ def _final_vs_value(df: pd.DataFrame, column: str, metric: str, last_fraction: f
     return fig
 
 
-def _legend_below(fig: Figure) -> None:
-    """One legend for all panels, under them, so it never covers data."""
+def _legend_below(fig: Figure, title: str = "mean, 95% CI; dots: runs") -> None:
+    """One legend for all panels, under them, so it never covers data (one column under a single panel)."""
     handles, labels = fig.axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncols=min(3, len(labels)), fontsize="small",
-               title="mean, 95% CI; dots: runs", title_fontsize="small")
+    ncols = min(1 if len(fig.axes) == 1 else 3, len(labels))
+    width, height = fig.get_size_inches()
+    fig.set_size_inches(width, height + 0.22 * (1 + -(-len(labels) // ncols)))  # room for the legend's rows
+    fig.legend(handles, labels, loc="outside lower center", ncols=ncols, fontsize="small", title=title,
+               title_fontsize="small")
 
 
 def sensitivity(df: pd.DataFrame, hyperparameter: str, *, metric: str = "eval_return",
