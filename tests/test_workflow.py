@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -237,6 +240,54 @@ def test_synthetic_script_rejects_bad_input_with_exit_2_naming_the_key(tmp_path)
     assert result.returncode == 2
     assert "--set repetitons: unknown key; valid: grid_points, num_actions, repetitions, suite" in result.stderr
     assert not out.exists()
+
+
+# --- a stopped workflow ---------------------------------------------------------------------------------
+
+# One DQN CartPole run of the sensitivity suite's smoke scale, long enough to stop after its first checkpoint.
+STOP_RUN = Path("runs/smoke/sensitivity/dqn/CartPole-v1")
+STOP_STEPS = 2_000
+
+
+def _one_run_suite(tmp_path: Path) -> Path:
+    def cut(suite):
+        suite["scales"]["smoke"].update(runs=["dqn"], steps=STOP_STEPS, envs=["CartPole-v1"],
+                                        set={"learning_starts": 100, "eval_episodes": 2, "eval_period": 250})
+    return _broken_suite(tmp_path, cut, "sensitivity")
+
+
+@pytest.mark.slow
+def test_a_workflow_stopped_by_sigterm_plans_the_interrupted_training_again_and_resumes_it(tmp_path):
+    """A session's end, Ctrl-C or a pre-emption signals the whole process group: Snakemake and the training job.
+    The job checkpoints and may rewrite run.json after Snakemake has removed the outputs of the failed job, so
+    the next invocation must not take a run.json that says 'interrupted' for a finished job."""
+    suite_dir = _one_run_suite(tmp_path)
+    workdir = tmp_path / "work"
+    args = ["--cores", "1", "--config", "suites=[sensitivity]", f"suite_dir={suite_dir}", "--",
+            str(STOP_RUN / "done")]
+    command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir)]
+    workflow = subprocess.Popen([*command, *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, start_new_session=True)
+    run_json = workdir / STOP_RUN / "run.json"
+    try:
+        deadline = time.monotonic() + 180
+        while not (run_json.exists() and json.loads(run_json.read_text())["steps_done"] > 0):
+            assert workflow.poll() is None and time.monotonic() < deadline, "no checkpoint within 180 s"
+            time.sleep(0.2)
+        os.killpg(workflow.pid, signal.SIGTERM)
+        stopped = workflow.communicate(timeout=120)[0]
+    finally:
+        if workflow.poll() is None:
+            os.killpg(workflow.pid, signal.SIGKILL)
+    assert workflow.returncode != 0, stopped[-3_000:]
+
+    plan = snakemake("-n", *args, workdir=workdir)
+    assert re.search(r"^rule train:|^localrule train:", output(plan), re.M), output(plan)[-3_000:]
+    resumed = snakemake(*args, workdir=workdir)
+    assert resumed.returncode == 0, output(resumed)[-3_000:]
+    run = json.loads(run_json.read_text())
+    assert run["status"] == "complete" and run["steps_done"] == STOP_STEPS and 0 < run["resumed_from_step"]
+    assert "Nothing to be done" in output(snakemake("-n", *args, workdir=workdir))
 
 
 # --- end to end ---------------------------------------------------------------------------------------------

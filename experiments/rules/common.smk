@@ -245,8 +245,12 @@ def suite_jobs(scale, suite):
 
 def suite_run_files(wildcards):
     jobs = suite_jobs(wildcards.scale, wildcards.suite)
-    return {"run_json": [f"{run_dir(j)}/run.json" for j in jobs],
-            "metrics": [f"{run_dir(j)}/metrics.csv" for j in jobs]}
+    files = {"run_json": [f"{run_dir(j)}/run.json" for j in jobs],
+             "metrics": [f"{run_dir(j)}/metrics.csv" for j in jobs]}
+    if SUITES[wildcards.suite]["kind"] == "train":
+        # Snakemake reruns a job only for missing outputs that something asks for (train.smk: done)
+        files["done"] = [f"{run_dir(j)}/done" for j in jobs]
+    return files
 
 
 def figure_files(scale):

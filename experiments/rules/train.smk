@@ -1,12 +1,16 @@
 # Training: one job per (scale, suite, run label, environment), every seed of the suite's scale a member of
 # that one job (DESIGN.md, The member axis). Outputs are flagged update(): `qrepro train` resumes a run folder
-# from its checkpoint, so a rerun or a retry after a kill continues the run instead of deleting it.
+# from its checkpoint, so a rerun or a retry after a kill continues the run instead of deleting it. run.json
+# exists from a run's first step and is rewritten when a signal stops it, possibly after Snakemake has removed
+# the outputs of the failed job, so it cannot say whether training finished: `done`, touched only when
+# `qrepro train` exits 0 (complete, diverged, or already finished), is the output that says so.
 
 
 rule train:
     output:
         run_json=update("runs/{scale}/{suite}/{label}/{env}/run.json"),
         metrics=update("runs/{scale}/{suite}/{label}/{env}/metrics.csv"),
+        done="runs/{scale}/{suite}/{label}/{env}/done",
     log:
         "logs/{scale}/train/{suite}/{label}/{env}.log",
     wildcard_constraints:
@@ -32,7 +36,7 @@ rule train:
     shell:
         "python -m experiments.cli train --algo {params.algo} --env {params.env} --seeds {params.seeds}"
         " --steps {params.steps} --out {params.out} --device {params.device} {params.sets} --set threads={threads}"
-        " > {log} 2>&1"
+        " > {log} 2>&1 && touch {output.done}"
 
 
 rule synthetic:
