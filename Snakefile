@@ -34,7 +34,7 @@ TABLES = outputs_by_name(SUITES, "tables")
 
 wildcard_constraints:
     scale="|".join(SCALES),
-    suite=wildcard_choices(SUITES),
+    suite=wildcard_choices({*SUITES, *(j["suite"] for j in JOBS.values())}),
     label=r"[a-z][a-z0-9_.-]*",
     env=r"[A-Za-z0-9_.-]+",
     figure=wildcard_choices(FIGURES),

@@ -166,6 +166,40 @@ def test_dry_run_plans_one_job_per_run_label_and_env_with_every_seed_a_member():
     assert "results/smoke/report.md" in result.stdout
 
 
+def test_a_reused_run_is_trained_once_in_the_suite_that_trains_it_even_when_that_suite_is_not_selected():
+    reused = load_suite("minatar_variants")["scales"]["smoke"]["reuse"]
+    assert reused == {"dqn": "overestimation_minatar", "double_dqn": "overestimation_minatar"}
+    for suites in ("[overestimation_minatar,minatar_variants]", "[minatar_variants]"):
+        result = snakemake("-n", "-p", "--config", f"suites={suites}")
+        assert result.returncode == 0, output(result)
+        jobs = _train_jobs(result.stdout)
+        assert len(jobs) == 5, jobs  # dqn and double_dqn in overestimation_minatar; dueling, per, n-step here
+        for algo in reused:
+            assert f"output: runs/smoke/overestimation_minatar/{algo}/MinAtar-Breakout-v0/run.json" in result.stdout
+            assert f"runs/smoke/minatar_variants/{algo}/" not in result.stdout
+        assert "output: runs/smoke/minatar_variants/nstep_dqn/MinAtar-Breakout-v0/run.json" in result.stdout
+
+
+def test_a_reused_run_that_is_not_the_same_run_fails_at_start_naming_what_differs(tmp_path):
+    def edit(suite):
+        suite["runs"][0]["set"] = {"lr": 0.001}
+    suite_dir = _broken_suite(tmp_path, edit, "minatar_variants")
+    result = snakemake("-n", "--config", "suites=[minatar_variants]", f"suite_dir={suite_dir}")
+    assert result.returncode != 0
+    assert "key scales.smoke.reuse.dqn: 'overestimation_minatar'" in output(result)
+    assert "the run differs from the one it reuses (settings:" in output(result) and "'lr': 0.001" in output(result)
+
+
+def test_a_run_reused_from_a_suite_without_it_fails_at_start_naming_both(tmp_path):
+    def edit(suite):
+        suite["scales"]["smoke"]["reuse"]["dqn"] = "tabular"
+    suite_dir = _broken_suite(tmp_path, edit, "minatar_variants")
+    result = snakemake("-n", "--config", "suites=[minatar_variants]", f"suite_dir={suite_dir}")
+    assert result.returncode != 0
+    assert ("key scales.smoke.reuse.dqn: 'tabular': that suite trains no run dqn on MinAtar/Breakout-v0"
+            in output(result))
+
+
 def test_slurm_profile_plans_training_jobs_with_their_resources():
     result = snakemake("-n", "--profile", "experiments/profiles/slurm", "--config", "scale=quick",
                        "slurm_partition_gpu=gpu")
@@ -318,9 +352,13 @@ def test_smoke_workflow_produces_every_declared_figure_table_and_a_report_listin
     assert sorted(provenance["run_dir"]) == run_folders
     assert provenance["config_hash"].notna().all() and (provenance["status"] == "complete").all()
     assert provenance["git_commit"].notna().all() and provenance["version_torch"].notna().all()
-    # run folders are not committed: a copy of every run.json travels with the results
+    # run folders are not committed: a copy of every run.json travels with the results, under each suite that
+    # reads the run (minatar_variants reuses overestimation_minatar's DQN and Double DQN runs)
     copies = sorted(str(p.relative_to(results / "run_json")) for p in (results / "run_json").rglob("run.json"))
-    assert copies == sorted(str(Path(d).relative_to("runs/smoke")) + "/run.json" for d in provenance["run_dir"])
+    read = [(suite_id, Path(d)) for suite_id in SUITE_IDS
+            for d in pd.read_csv(results / "provenance" / f"{suite_id}.csv")["run_dir"]]
+    assert copies == sorted(f"{suite_id}/{d.parent.name}/{d.name}/run.json" for suite_id, d in read)
+    assert {str(d) for _, d in read} == set(provenance["run_dir"]) and len(read) > len(provenance)
 
     again = snakemake("-n", workdir=tmp_path)
     assert "Nothing to be done" in output(again), "a finished workflow must be up to date"

@@ -102,7 +102,7 @@ def _scale_jobs(suite, scale, where):
     runs = suite.get("runs", [{"label": SYNTHETIC_LABEL}])
     labels = [r.get("label", r.get("algo")) for r in runs]
     chosen = spec.get("runs", labels)
-    for key in ("runs", "steps_for", "set_for"):
+    for key in ("runs", "steps_for", "set_for", "reuse"):
         unknown = sorted(set(spec.get(key, [])) - set(labels))
         if unknown:
             raise SuiteError(f"{where}.{key}: unknown run labels {unknown}; valid: {', '.join(labels)}")
@@ -219,11 +219,49 @@ def load_suites(config):
         duplicated = sorted({n for n in names if names.count(n) > 1})
         if duplicated:
             raise SuiteError(f"key {kind}: names {duplicated} are declared twice across suites")
+    for suite in suites.values():
+        _link_reused_runs(suite, suites, suite_dir)
     return suites
 
 
+# What makes two jobs the same run (resources and the suite name recorded in rows do not change a run).
+SAME_RUN_KEYS = ("algo", "env", "seeds", "steps", "settings")
+
+
+def _link_reused_runs(suite, suites, suite_dir):
+    """A scale's `reuse: {label: suite}` makes that run the other suite's run of the same label, trained once in
+    that suite's folders and read by both, so that the same computation is not paid for twice. On every
+    environment its settings must resolve to the source's (SAME_RUN_KEYS), else it would not be the same run."""
+    for scale in SCALES:
+        jobs = suite["jobs"][scale]
+        for label, source_id in suite["scales"][scale].get("reuse", {}).items():
+            where = f"suite {suite['suite']}, key scales.{scale}.reuse.{label}: {source_id!r}"
+            if source_id == suite["suite"]:
+                raise SuiteError(f"{where}: a suite cannot reuse its own runs")
+            source = suites.get(source_id)
+            if source is None:
+                path = suite_dir / f"{source_id}.yaml"
+                if not path.exists():
+                    raise SuiteError(f"{where}: no suite file {_shown(path)}")
+                source = load_suite(path)
+            theirs = {(j["label"], j["slug"]): j for j in source["jobs"][scale]}
+            for i, job in enumerate(jobs):
+                if job["label"] != label:
+                    continue
+                original = theirs.get((label, job["slug"]))
+                if original is None or original["suite"] != source_id:
+                    raise SuiteError(f"{where}: that suite trains no run {label} on {job['env']} at scale {scale}")
+                differ = {k: (job[k], original[k]) for k in SAME_RUN_KEYS if job[k] != original[k]}
+                if differ:
+                    shown = "; ".join(f"{k}: {mine!r} here, {its!r} there" for k, (mine, its) in differ.items())
+                    raise SuiteError(f"{where}: on {job['env']} the run differs from the one it reuses ({shown}); "
+                                     "make them equal or train it here (drop the reuse)")
+                jobs[i] = {**original, "sweeps": job["sweeps"], "tags": job["tags"]}
+
+
 def job_table(suites):
-    """(scale, suite, label, env slug) -> job, for every scale (so any scale's files can be asked for)."""
+    """(scale, suite, label, env slug) -> job, for every scale (so any scale's files can be asked for); a
+    reused run is listed under the suite that trains it, whether or not that suite is selected."""
     return {(j["scale"], j["suite"], j["label"], j["slug"]): j
             for s in suites.values() for scale in SCALES for j in s["jobs"][scale]}
 

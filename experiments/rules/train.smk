@@ -14,7 +14,7 @@ rule train:
     log:
         "logs/{scale}/train/{suite}/{label}/{env}.log",
     wildcard_constraints:
-        suite=wildcard_choices(s for s in SUITES if SUITES[s]["kind"] == "train"),
+        suite=wildcard_choices({j["suite"] for j in JOBS.values() if j["kind"] == "train"}),
     params:
         algo=lambda wildcards: job_of(wildcards)["algo"],
         env=lambda wildcards: job_of(wildcards)["env"],

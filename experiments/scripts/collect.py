@@ -37,11 +37,13 @@ def _cell(value):
     return ",".join(map(str, value)) if isinstance(value, list) else value
 
 
-def run_table(run: dict, row_columns: list[str]) -> pd.DataFrame:
-    """One run folder's tidy rows with its sweep, tag and row columns."""
+def run_table(run: dict, row_columns: list[str], suite: str) -> pd.DataFrame:
+    """One run folder's tidy rows with its sweep, tag and row columns, as rows of ``suite``: a run another
+    suite trains and this one reuses (a scale's reuse key) records that suite in its own rows."""
     run_dir = Path(run["dir"])
     info = tidy.read_run_json(run_dir)
     df = tidy.load_run(run_dir)
+    df["suite"] = suite
     if row_columns:
         raw = _raw_metrics(run_dir)
         missing = [c for c in row_columns if c not in raw.columns]
@@ -82,18 +84,19 @@ def provenance_row(run_dir: Path) -> dict:
     }
 
 
-def copy_run_json(dirs: list[Path], runs_root: Path, out: Path) -> None:
-    """Each run folder's run.json, byte for byte, under out/<label>/<env>/: run folders are not committed, so
-    these copies are what keeps every committed number traceable to its run's config, commit and versions."""
+def copy_run_json(dirs: list[Path], out: Path) -> None:
+    """Each run folder's run.json, byte for byte, under out/<label>/<env>/ (runs/<scale>/<suite>/<label>/<env>;
+    a reused run's copy sits with the suite that reads it too): run folders are not committed, so these copies
+    are what keeps every committed number traceable to its run's config, commit and versions."""
     for d in dirs:
         source = Path(d) / "run.json"
-        tidy.atomic_write(out / Path(d).relative_to(runs_root) / "run.json",
+        tidy.atomic_write(out.joinpath(*Path(d).parts[-2:], "run.json"),
                           lambda tmp, source=source: shutil.copyfile(source, tmp))
 
 
 def main(snakemake) -> None:
     runs, row_columns = snakemake.params.runs, list(snakemake.params.row_columns)
-    frames = [run_table(run, row_columns) for run in runs]
+    frames = [run_table(run, row_columns, snakemake.wildcards.suite) for run in runs]
     tidy_table = pd.concat(frames, ignore_index=True) if frames else tidy.load_runs([])
     csv = Path(snakemake.output.csv)
     tidy.write_table(tidy_table, csv.with_suffix(""))
@@ -102,8 +105,7 @@ def main(snakemake) -> None:
     extra = pd.DataFrame([provenance_row(d) for d in dirs])
     provenance = info.merge(extra, on="run_dir", how="left") if len(info) else info
     tidy.atomic_write(snakemake.output.provenance, lambda tmp: provenance.to_csv(tmp, index=False))
-    copy_run_json(dirs, Path("runs") / snakemake.wildcards.scale / snakemake.wildcards.suite,
-                  Path(snakemake.output.run_json))
+    copy_run_json(dirs, Path(snakemake.output.run_json))
     print(f"collect: {len(runs)} runs, {len(tidy_table)} rows -> {csv.with_suffix('')}.{{csv,parquet}}")
     print(json.dumps({"columns": list(tidy_table.columns)}))
 

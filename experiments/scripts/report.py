@@ -42,7 +42,10 @@ def main(snakemake) -> None:
     claim_list = claims.load_claims(snakemake.input.claims)
     df = pd.concat([pd.read_parquet(p) for p in snakemake.input.tidy], ignore_index=True)
     verdicts = claims.evaluate_all(claim_list, df, scale, reps=snakemake.params.reps)
+    # one row per run folder: a run two suites read (a scale's reuse key) is counted once, in the suite that
+    # trained it (its run.json's), so compute spent is not counted twice
     provenance = pd.concat([pd.read_csv(p) for p in snakemake.input.provenance], ignore_index=True)
+    provenance = provenance.drop_duplicates("run_dir", ignore_index=True)
     tidy.atomic_write(snakemake.output.provenance, lambda tmp: provenance.to_csv(tmp, index=False))
     run_config = provenance[["run_id", *(c for c in ("gamma", "clip_rewards") if c in provenance.columns)]]
     members = tidy.diverged_members(df, run_config) if "gamma" in run_config.columns else \
