@@ -21,6 +21,9 @@ SOURCES = {
     MNIH2015: "Mnih et al. 2015, Nature, Extended Data Table 2",
     "ddqn_summary": "van Hasselt, Guez, Silver 2016 (AAAI), Table 1",
     "naf_vs_ddpg": "Gu, Lillicrap, Sutskever, Levine 2016 (ICML), Table 1",
+    "minatar_curves": "Young & Tian 2019, DQN learning curve read off img/learning_curves.gif (github.com/kenjyoung/"
+                      "MinAtar at 4241f24) by experiments/scripts/read_minatar_curves.py: moving average of the "
+                      "last 100 training-episode returns (exploring), mean of 30 runs",
 }
 
 # Gu et al. 2016 used their own MuJoCo tasks; these gymnasium v5 tasks are the closest analogues, so a
@@ -73,13 +76,27 @@ def naf_vs_ddpg_table1() -> pd.DataFrame:
     return _read("naf_vs_ddpg_gu2016_table1.csv", "naf_vs_ddpg")
 
 
+def minatar_dqn_curves() -> pd.DataFrame:
+    """Young & Tian 2019's DQN curve per MinAtar game read off their figure: env, algo, frames,
+    read_at_frames, return, low, high (empty where other curves hide DQN's)."""
+    return _read("minatar_dqn_young2019_curves.csv", "minatar_curves")
+
+
 def ddqn_summary() -> pd.DataFrame:
     """van Hasselt et al. 2016 Table 1 summary over 49 games: statistic, evaluation, dqn, ddqn, ddqn_tuned."""
     return _read("ddqn_vanhasselt2016_summary.csv", "ddqn_summary")
 
 
+def is_atari(env: str) -> bool:
+    """An ALE id (``ALE/Pong-v5``, ``PongNoFrameskip-v4``): MinAtar/Breakout-v0 is not Atari Breakout, and
+    no Atari table (published scores, human and random scores, log-scale games) applies to it."""
+    return env.startswith("ALE/") or re.search(r"NoFrameskip-v\d+$", env) is not None
+
+
 def atari_game_key(env: str) -> str:
     """``ALE/SpaceInvaders-v5`` or ``SpaceInvadersNoFrameskip-v4`` -> ``space_invaders``, the tables' key."""
+    if not is_atari(env):
+        raise ValueError(f"{env!r} is not an Atari (ALE) id: ALE/<Game>-v5 or <Game>NoFrameskip-v4")
     name = env.split("/")[-1]
     name = re.sub(r"(NoFrameskip)?-v\d+$", "", name)
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()

@@ -75,10 +75,24 @@ def result_table(df: pd.DataFrame, metric: str = "eval_return", *, last_fraction
     if table.empty:
         return table
     published = _mnih2015_dqn(human_table).assign(algo="dqn")
-    table["game"] = table["env"].map(reference.atari_game_key)
+    table["game"] = table["env"].map(lambda env: reference.atari_game_key(env) if reference.is_atari(env) else None)
     table = table.merge(published, on=["algo", "game"], how="left").drop(columns="game")
+    if human_table is None:
+        table = _with_minatar_curves(table)
     table["published_source"] = table["published_source"].fillna("")
     return table
+
+
+def _with_minatar_curves(table: pd.DataFrame) -> pd.DataFrame:
+    """Young & Tian 2019's DQN return beside ``dqn`` on a MinAtar game where their curve was read at the
+    row's frame count (analysis/reference: training-episode returns, so context, not a target)."""
+    curves = reference.minatar_dqn_curves().dropna(subset=["return"])
+    curves = curves.rename(columns={"return": "published_minatar"})[["env", "algo", "frames", "published_minatar"]]
+    merged = table.merge(curves, on=["env", "algo", "frames"], how="left")
+    found = merged["published_minatar"].notna()
+    merged.loc[found, "published"] = merged.loc[found, "published_minatar"]
+    merged.loc[found, "published_source"] = f"{reference.SOURCES['minatar_curves']}, at the same frame count"
+    return merged.drop(columns="published_minatar")
 
 
 def aggregate_table(df: pd.DataFrame, metric: str = "eval_return", *, human_table: str = reference.DQN_ZOO,

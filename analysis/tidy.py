@@ -280,6 +280,9 @@ def human_normalized(scores: pd.DataFrame, table: str = reference.DQN_ZOO, *, sc
     human tables differ (reference.human_random_scores).
     """
     ref = reference.human_random_scores(table).set_index("game")
+    other = sorted(e for e in scores[env].unique() if not reference.is_atari(e))
+    if other:
+        raise ValueError(f"environments {other} are not Atari games; human-normalized scores need ALE ids")
     games = scores[env].map(reference.atari_game_key)
     unknown = sorted(set(games) - set(ref.index))
     if unknown:

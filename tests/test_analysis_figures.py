@@ -65,6 +65,11 @@ def test_overestimation_curves_use_a_log_scale_for_the_games_van_hasselt_did(ove
     assert figures.overestimation_curves(table).axes[0].get_yscale() == "log"
 
 
+def test_overestimation_curves_keep_minatar_games_apart_from_their_atari_namesakes(overestimation_table):
+    top = figures.overestimation_curves(overestimation_table.assign(env="MinAtar/Asterix-v0")).axes[0]
+    assert top.get_title() == "MinAtar/Asterix-v0" and top.get_yscale() == "linear"  # Atari Asterix: log
+
+
 def test_naf_vs_ddpg_curves_place_step_medians_at_the_median_episode_count():
     table = pd.concat([
         _rows("naf", "Reacher-v5", 0, "eval_return", [-3.0, -2.0, -1.0], episodes=[0, 2, 4]),

@@ -29,6 +29,20 @@ def test_result_table_gives_mean_and_iqm_with_cis_runs_budget_and_the_published_
     assert double["published"].isna().all() and (double["published_source"] == "").all()
 
 
+def test_result_table_puts_young_and_tian_s_dqn_curve_beside_dqn_on_minatar_only_at_the_same_frame_count():
+    envs = ("MinAtar/Breakout-v0", "MinAtar/Asterix-v0")
+    at_100k = _tidy(lambda a, e, seed, step: float(seed), envs=envs, steps=(0, 25_000))  # 100k frames
+    table = tables.result_table(at_100k, reps=REPS).set_index(["algo", "env"])
+    breakout = table.loc[("dqn", "MinAtar/Breakout-v0")]
+    assert breakout["frames"] == 100_000 and breakout["published"] == 4.47  # the curve's reading at 100k
+    assert breakout["published_source"].startswith("Young & Tian 2019")
+    # other curves hide DQN's at 100k frames on Asterix: no number is guessed
+    assert pd.isna(table.loc[("dqn", "MinAtar/Asterix-v0"), "published"])
+    assert table.loc[("double_dqn", "MinAtar/Breakout-v0"), "published_source"] == ""
+    at_80k = tables.result_table(_tidy(lambda a, e, seed, step: 1.0, envs=envs, steps=(0, 20_000)), reps=REPS)
+    assert at_80k["published"].isna().all()
+
+
 def test_human_normalized_result_table_normalizes_the_published_score_with_the_same_table():
     df = _tidy(lambda a, e, seed, step: 14.6, algos=("dqn",), envs=("ALE/Pong-v5",))
     row = tables.result_table(df, human_table="dqn_zoo", reps=REPS).iloc[0]

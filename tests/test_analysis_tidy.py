@@ -1,9 +1,12 @@
+import importlib.util
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from analysis import reference, tidy
 
@@ -109,6 +112,15 @@ def test_atari_game_key_maps_env_ids_onto_the_reference_names():
     assert set(keys) <= set(reference.human_random_scores()["game"])
 
 
+def test_minatar_games_are_not_atari_games_for_any_atari_table():
+    assert reference.is_atari("ALE/Breakout-v5") and reference.is_atari("BreakoutNoFrameskip-v4")
+    assert not reference.is_atari("MinAtar/Breakout-v0")
+    with pytest.raises(ValueError, match="not an Atari"):
+        reference.atari_game_key("MinAtar/Breakout-v0")
+    with pytest.raises(ValueError, match=r"\['MinAtar/Breakout-v0'\] are not Atari games"):
+        tidy.human_normalized(pd.DataFrame({"env": ["MinAtar/Breakout-v0"], "score": [1.0]}))
+
+
 def test_reference_loaders_cite_their_sources():
     assert reference.naf_vs_ddpg_table1().attrs["source"].startswith("Gu, Lillicrap")
     assert reference.ddqn_summary().shape == (4, 5)
@@ -138,3 +150,35 @@ def test_episodes_to_target_counts_a_run_that_never_reaches_it_at_its_last_episo
                        "metric": "eval_return", "value": [5.0, 12.0, 5.0, 6.0], "status": "complete"})
     scores = tidy.episodes_to_target(df, "eval_return", {"T": 10.0})
     assert scores["score"].tolist() == [7.0, 9.0] and scores["reached"].tolist() == [True, False]
+
+
+def _curve_reader():
+    path = Path(__file__).resolve().parents[1] / "experiments" / "scripts" / "read_minatar_curves.py"
+    spec = importlib.util.spec_from_file_location("read_minatar_curves", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_minatar_curve_reader_maps_a_drawn_dqn_line_to_its_return_through_the_panel_tick_marks(tmp_path):
+    reader = _curve_reader()
+    image = np.full((reader.SIZE[1], reader.SIZE[0], 3), 255, dtype=np.uint8)
+    drawn = {}
+    for env, ((left, right), ticks) in reader.PANELS.items():
+        for row, _ in ticks:
+            image[int(round(row)) - 1:int(round(row)) + 2, int(left) - 13:int(left) - 3] = 0
+        (r0, v0), (r1, v1) = ticks[-2], ticks[-1]
+        row = int(round((r0 + r1) / 2))  # halfway between the two lowest ticks
+        drawn[env] = v1 + (v0 - v1) * (r1 - row) / (r1 - r0)
+        image[row:row + 2, int(left):int(right)] = reader.DQN_COLOURS[1]
+    Image.fromarray(image).save(tmp_path / "figure.png")
+    assert reader.main([str(tmp_path / "figure.png"), str(tmp_path / "read.csv"), "--frames", "100000"]) == 0
+    read = pd.read_csv(tmp_path / "read.csv").set_index("env")["return"]
+    for env, value in drawn.items():
+        pixel = (reader.PANELS[env][1][-2][1] - reader.PANELS[env][1][-1][1]) / 90  # a unit is ~90-117 px
+        assert read[env] == pytest.approx(value, abs=pixel), env
+
+    Image.fromarray(np.full_like(image, 255)).save(tmp_path / "blank.png")
+    with pytest.raises(SystemExit, match="no y tick mark"):
+        reader.main([str(tmp_path / "blank.png"), str(tmp_path / "blank.csv")])
+    assert not (tmp_path / "blank.csv").exists()
