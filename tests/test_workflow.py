@@ -280,7 +280,7 @@ def test_synthetic_script_rejects_bad_input_with_exit_2_naming_the_key(tmp_path)
 
 # One DQN CartPole run of the sensitivity suite's smoke scale, long enough to stop after its first checkpoint.
 STOP_RUN = Path("runs/smoke/sensitivity/dqn/CartPole-v1")
-STOP_STEPS = 2_000
+STOP_STEPS = 1_000
 
 
 def _one_run_suite(tmp_path: Path) -> Path:
