@@ -22,8 +22,8 @@ SOURCES = {
     "ddqn_summary": "van Hasselt, Guez, Silver 2016 (AAAI), Table 1",
     "naf_vs_ddpg": "Gu, Lillicrap, Sutskever, Levine 2016 (ICML), Table 1",
     "minatar_curves": "Young & Tian 2019, DQN learning curve read off img/learning_curves.gif (github.com/kenjyoung/"
-                      "MinAtar at 4241f24) by experiments/scripts/read_minatar_curves.py: moving average of the "
-                      "last 100 training-episode returns (exploring), mean of 30 runs",
+                      "MinAtar at 4241f24) by experiments/scripts/read_minatar_curves.py: mean return of the 100 "
+                      "training episodes (exploring) ending at that frame count, mean of 30 runs",
 }
 
 # Gu et al. 2016 used their own MuJoCo tasks; these gymnasium v5 tasks are the closest analogues, so a

@@ -173,10 +173,14 @@ def test_minatar_curve_reader_maps_a_drawn_dqn_line_to_its_return_through_the_pa
         image[row:row + 2, int(left):int(right)] = reader.DQN_COLOURS[1]
     Image.fromarray(image).save(tmp_path / "figure.png")
     assert reader.main([str(tmp_path / "figure.png"), str(tmp_path / "read.csv"), "--frames", "100000"]) == 0
-    read = pd.read_csv(tmp_path / "read.csv").set_index("env")["return"]
+    table = pd.read_csv(tmp_path / "read.csv").set_index("env")
     for env, value in drawn.items():
+        if env == "MinAtar/Freeway-v0":
+            # 2,500-frame episodes: the curve at 100k frames is the first 100 episodes' window filled back
+            assert pd.isna(table.loc[env, "return"]) and "250,000 frames" in table.loc[env, "note"]
+            continue
         pixel = (reader.PANELS[env][1][-2][1] - reader.PANELS[env][1][-1][1]) / 90  # a unit is ~90-117 px
-        assert read[env] == pytest.approx(value, abs=pixel), env
+        assert table.loc[env, "return"] == pytest.approx(value, abs=pixel), env
 
     Image.fromarray(np.full_like(image, 255)).save(tmp_path / "blank.png")
     with pytest.raises(SystemExit, match="no y tick mark"):

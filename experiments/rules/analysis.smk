@@ -30,6 +30,7 @@ rule figure:
     input:
         tidy=figure_tidy,
         code=ANALYSIS_CODE,
+        reference=REFERENCE_FILES,
     output:
         png=report(
             "results/{scale}/figures/{figure}.png",
@@ -57,6 +58,7 @@ rule table:
         tidy=table_tidy,
         provenance=table_provenance,
         code=ANALYSIS_CODE,
+        reference=REFERENCE_FILES,
     output:
         csv=report(
             "results/{scale}/tables/{table}.csv",

@@ -23,6 +23,8 @@ RESERVED_COLUMNS = (*COLUMNS, "status")
 CLAIMS_FILE = REPO / "analysis" / "claims.yaml"
 # The analysis code is an input of every analysis job, so editing it re-derives every table and figure.
 ANALYSIS_CODE = sorted(str(p) for p in (REPO / "analysis").glob("*.py"))
+# The published numbers tables, figures and the report print beside ours (analysis/reference.py reads them).
+REFERENCE_FILES = sorted(str(p) for p in (REPO / "analysis" / "reference").glob("*.csv"))
 # 1,000 replications at smoke scale: its intervals are plumbing, not estimates. None: rliable's defaults.
 SMOKE_BOOTSTRAP_REPS = 1_000
 # Analysis jobs (collect, figure, table, report) per scale: small, single-threaded.
@@ -394,6 +396,7 @@ def report_inputs(wildcards):
         "figures": [f"results/{scale}/figures/{name}.png" for name in FIGURES],
         "claims": str(CLAIMS_FILE),
         "code": ANALYSIS_CODE,
+        "reference": REFERENCE_FILES,
     }
 
 

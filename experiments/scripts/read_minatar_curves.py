@@ -2,9 +2,11 @@
 
 The MinAtar paper and repository publish DQN's per-game returns only as a figure: `img/learning_curves.gif` in
 github.com/kenjyoung/MinAtar (moving average of training-episode returns over 100 episodes, against training
-frames, 30 runs per curve; examples/dqn.py). This script reads the DQN (blue) curve's pixels in each of the five
-panels and maps them to returns through the panel's own y-tick marks, so every number it writes can be checked
-against the figure, and rerun:
+frames, 30 runs per curve; examples/dqn.py). examples/plot_return.py draws at frame f the mean of the 100
+episodes that end at the first episode end at or after f, and before a run's 100th episode the first such
+window, filled back to frame 0. This script reads the DQN (blue) curve's pixels in each of the five panels and
+maps them to returns through the panel's own y-tick marks, so every number it writes can be checked against the
+figure, and rerun:
 
     python experiments/scripts/read_minatar_curves.py learning_curves.gif \
         analysis/reference/minatar_dqn_young2019_curves.csv
@@ -41,6 +43,12 @@ FIGURE_FRAMES = 5_000_000
 DQN_COLOURS = np.array([[44, 116, 179], [1, 115, 178]])
 COLOUR_TOLERANCE = 12  # summed absolute RGB difference
 TICK_SEARCH = range(4, 13)  # columns left of the left spine where the y tick marks are drawn
+# Where a game's 100th episode cannot have ended yet, the curve shows the first window filled back, not the
+# return at that frame count: Freeway's episodes always last 2,500 frames (time_limit in
+# minatar/environments/freeway.py), so its first window ends at 250,000 frames. The other games' episodes end
+# sooner (a uniformly random policy's 100 episodes take 1,252-7,289 frames: Breakout, Seaquest, Space Invaders,
+# Asterix, minatar 1.0.15, sticky 0.1, ramping).
+FIRST_WINDOW_END = {"MinAtar/Freeway-v0": 100 * 2_500}
 
 
 def _dark(image: np.ndarray) -> np.ndarray:
@@ -90,7 +98,14 @@ def main(argv=None) -> int:
         for frames in args.frames:
             # the last pixel column is the right spine: read just inside it
             at = min(frames, FIGURE_FRAMES - 25_000)
-            rows.append({"env": env, "algo": "dqn", "frames": frames, "read_at_frames": at, **read(image, env, at)})
+            reading = read(image, env, at)
+            note = "" if reading["return"] is not None else "other curves hide DQN's here"
+            if at < FIRST_WINDOW_END.get(env, 0):
+                reading = dict.fromkeys(reading)
+                note = (f"the first 100-episode window ends at {FIRST_WINDOW_END[env]:,} frames: the curve here "
+                        "is that window filled back, not the return at this frame count")
+            rows.append({"env": env, "algo": "dqn", "frames": frames, "read_at_frames": at, **reading,
+                         "note": note})
     table = pd.DataFrame(rows)
     table.to_csv(args.out, index=False)
     print(table.to_string(index=False))
