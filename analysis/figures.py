@@ -137,9 +137,9 @@ def overestimation_curves(df: pd.DataFrame, *, algos: Sequence[str] = ("dqn", "d
             if true_value is not None:
                 top.axhline(true_value, color=colors[algo], linestyle="--", label=f"{algo} true value")
             _draw_band(bottom, median_band(mine[mine["metric"] == "eval_return"], x), algo, colors[algo])
-        atari = reference.is_atari(env)
-        top.set_title(reference.atari_game_key(env) if atari else env)
-        if atari and reference.atari_game_key(env) in log_scale_games:  # van Hasselt's log axes: Atari only
+        game = reference.atari_game_key(env) if reference.is_atari(env) else None
+        top.set_title(game or env)
+        if game in log_scale_games:  # van Hasselt's log axes: Atari games only
             top.set_yscale("log")
         bottom.set_xlabel(x)
     axes[0, 0].set_ylabel("value estimate")

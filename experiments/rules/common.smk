@@ -221,8 +221,9 @@ def load_suites(config):
         duplicated = sorted({n for n in names if names.count(n) > 1})
         if duplicated:
             raise SuiteError(f"key {kind}: names {duplicated} are declared twice across suites")
+    known = dict(suites)  # and the unselected suites a reuse key names, each loaded once
     for suite in suites.values():
-        _link_reused_runs(suite, suites, suite_dir)
+        _link_reused_runs(suite, known, suite_dir)
     return suites
 
 
@@ -230,22 +231,23 @@ def load_suites(config):
 SAME_RUN_KEYS = ("algo", "env", "seeds", "steps", "settings")
 
 
-def _link_reused_runs(suite, suites, suite_dir):
+def _link_reused_runs(suite, known, suite_dir):
     """A scale's `reuse: {label: suite}` makes that run the other suite's run of the same label, trained once in
     that suite's folders and read by both, so that the same computation is not paid for twice. On every
-    environment its settings must resolve to the source's (SAME_RUN_KEYS), else it would not be the same run."""
+    environment its settings must resolve to the source's (SAME_RUN_KEYS), else it would not be the same run.
+    ``known``: suites by id, to which a source suite loaded from ``suite_dir`` is added."""
     for scale in SCALES:
         jobs = suite["jobs"][scale]
         for label, source_id in suite["scales"][scale].get("reuse", {}).items():
             where = f"suite {suite['suite']}, key scales.{scale}.reuse.{label}: {source_id!r}"
             if source_id == suite["suite"]:
                 raise SuiteError(f"{where}: a suite cannot reuse its own runs")
-            source = suites.get(source_id)
-            if source is None:
+            if source_id not in known:
                 path = suite_dir / f"{source_id}.yaml"
                 if not path.exists():
                     raise SuiteError(f"{where}: no suite file {_shown(path)}")
-                source = load_suite(path)
+                known[source_id] = load_suite(path)
+            source = known[source_id]
             theirs = {(j["label"], j["slug"]): j for j in source["jobs"][scale]}
             for i, job in enumerate(jobs):
                 if job["label"] != label:
