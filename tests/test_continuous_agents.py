@@ -196,10 +196,10 @@ def _sets(algo: str) -> list[str]:
 
 
 @pytest.mark.parametrize("algo", ["ddpg", "naf", "cem_q", "naf_imagination_ilqg"])
-def test_member_k_of_a_multi_seed_run_follows_the_single_seed_run(algo):
+def test_member_k_of_a_multi_seed_run_follows_the_single_seed_run(algo, device):
     def run(seeds):
-        cfg = build(algo, "Reacher-fixedH-v5", seeds, 300, _sets(algo))  # 6 episodes: models fit after 5
-        runner = Runner(cfg, torch.device("cpu"))
+        cfg = build(algo, "Reacher-fixedH-v5", seeds, 300, _sets(algo), device)  # 6 episodes: models fit after 5
+        runner = Runner(cfg, torch.device(device))
         *_, (_, state) = runner.train(None)
         runner.env.close()
         return runner.agent, state

@@ -100,19 +100,19 @@ def test_grad_clipping_and_polyak_act_per_member():
     assert params.tolist() == [[-1.0, -1.0], [-2.0, -2.0]]
 
 
-def _train(algo, seeds, steps, sets):
-    cfg = build(algo, "CartPole-v1", seeds, steps, sets)
-    runner = Runner(cfg, torch.device("cpu"))
+def _train(algo, seeds, steps, sets, device="cpu"):
+    cfg = build(algo, "CartPole-v1", seeds, steps, sets, device)
+    runner = Runner(cfg, torch.device(device))
     *_, (_, state) = runner.train(None)
     return runner, state
 
 
 @pytest.mark.parametrize("algo", ["double_dqn", "per_dqn"])
-def test_member_k_of_a_multi_seed_run_follows_the_single_seed_run(algo):
+def test_member_k_of_a_multi_seed_run_follows_the_single_seed_run(algo, device):
     sets = ["learning_starts=100", "batch_size=32", "target_period=100", "eval_period=400", "eval_episodes=2",
             "log_period=200"]
-    multi, ms = _train(algo, [0, 1, 2], 400, sets)  # 300 updates per member
-    single, ss = _train(algo, [1], 400, sets)
+    multi, ms = _train(algo, [0, 1, 2], 400, sets, device)  # 300 updates per member
+    single, ss = _train(algo, [1], 400, sets, device)
     single_params = dict(single.agent.head.named_parameters())
     for name, p in multi.agent.head.named_parameters():
         torch.testing.assert_close(p[1], single_params[name][0], rtol=1e-5, atol=1e-6)
