@@ -17,7 +17,9 @@ Verdicts, with the 95% stratified-bootstrap percentile CI of the estimate (rliab
 
 - reproduced: the CI excludes the null on the claimed side
 - contradicted: the CI excludes the null on the opposite side
-- inconclusive: the CI contains the null, or the runs are missing or too few
+- inconclusive: the CI contains the null, or there are runs but too few to judge
+- not run: no runs to judge (the suite did not run at this scale, or a side of the comparison has none); not
+  evidence either way, and never counted as inconclusive
 
 Beside each verdict: the published effect on the same statistic (``published``, where the source gives one)
 and whether ours is smaller (CI wholly below it), larger or consistent; the runs per group; and the smallest
@@ -47,7 +49,7 @@ from analysis import reference, stats, tidy
 
 CLAIMS_PATH = Path(__file__).resolve().parent / "claims.yaml"
 SCALES = ("smoke", "quick", "paper")
-REPRODUCED, CONTRADICTED, INCONCLUSIVE = "reproduced", "contradicted", "inconclusive"
+REPRODUCED, CONTRADICTED, INCONCLUSIVE, NOT_RUN = "reproduced", "contradicted", "inconclusive", "not run"
 COMPARISONS = {"prob_improvement": 0.5, "mean_difference": 0.0, "ratio": 1.0, "slope": 0.0, "mean": None}
 SCORES = ("final", "last", "best", "episodes_to_within", "episodes_to_target")
 # Where an episodes_to_target score gets its target: gymnasium's registered reward_threshold per task
@@ -471,16 +473,19 @@ def _judge_scope(claim: Claim, scope: str, rows: pd.DataFrame, scale: str, thres
     def inconclusive(reason: str, **numbers) -> Verdict:
         return Verdict(claim.id, scale, INCONCLUSIVE, reason, **common, **numbers)
 
+    def not_run(reason: str) -> Verdict:
+        return Verdict(claim.id, scale, NOT_RUN, reason, **common)
+
     groups = _groups(claim)
     chosen = rows[rows[claim.group].isin(groups)]
     if chosen.empty:
-        return inconclusive("no runs")
+        return not_run("no runs")
     targets = return_targets(claim, rows) if claim.score == "episodes_to_target" else None
     scores = run_scores(claim, chosen, targets)
     _one_run_per_seed(claim, scores)
     missing = [g for g in groups if g not in set(scores[claim.group])]
     if missing:
-        return inconclusive(f"no runs of {', '.join(missing)}")
+        return not_run(f"no runs of {', '.join(missing)}")
     tasks = sorted(scores[claim.task].unique())
     try:
         matrices = tidy.score_matrix(scores, group=claim.group, task=claim.task, tasks=tasks)
@@ -512,7 +517,7 @@ def _judge_scope(claim: Claim, scope: str, rows: pd.DataFrame, scale: str, thres
 def evaluate_scopes(claim: Claim, df: pd.DataFrame, scale: str, *, reps: int | None = None, base_seed: int = 0,
                     power_sims: int = POWER_SIMS) -> list[Verdict]:
     """The claim's verdicts on the tidy table ``df`` at ``scale``, one per scope (``_scopes``: all, or one per
-    family and per ``split_by`` value); missing or too few runs -> inconclusive.
+    family and per ``split_by`` value); no runs -> not run, too few -> inconclusive.
 
     ``reps`` defaults to rliable's: 2,000 for probability of improvement, 50,000 otherwise.
     """
@@ -524,10 +529,10 @@ def evaluate_scopes(claim: Claim, df: pd.DataFrame, scale: str, *, reps: int | N
     needed = [c for c in dict.fromkeys((claim.group, claim.task, *claim.where, *filter(None, [claim.split_by])))
               if c not in df.columns]
     if needed:
-        return [Verdict(claim.id, scale, INCONCLUSIVE, f"no runs: the table has no column {needed}", **known)]
+        return [Verdict(claim.id, scale, NOT_RUN, f"no runs: the table has no column {needed}", **known)]
     rows = _select(claim, df)
     if rows.empty:
-        return [Verdict(claim.id, scale, INCONCLUSIVE, "no runs", **known)]
+        return [Verdict(claim.id, scale, NOT_RUN, "no runs", **known)]
     return [_judge_scope(claim, scope, part, scale, threshold, reps, base_seed, power_sims)
             for scope, part in _scopes(claim, rows)]
 

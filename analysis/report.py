@@ -99,13 +99,13 @@ def _markdown_rows(header: list[str], rows: list[list[str]]) -> list[str]:
     return [line(header), "|" + "---|" * len(header), *(line(r) for r in rows)]
 
 
-def _without_runs(verdicts: pd.DataFrame) -> str:
-    """ " (K of them for want of runs; suites: a, b)": claims with no runs to judge (suite not run at this scale,
-    or its runs all failed), so a reader does not take them for weak evidence."""
-    none = verdicts[(verdicts["verdict"] == claims.INCONCLUSIVE) & (verdicts["n_runs"] == 0)]
+def _not_run(verdicts: pd.DataFrame) -> str:
+    """ ", K not run (suites: a, b)": claims with no runs to judge (suite not run at this scale, or its runs all
+    failed), counted apart so that a reader does not take them for weak evidence."""
+    none = verdicts[verdicts["verdict"] == claims.NOT_RUN]
     if none.empty:
         return ""
-    return f" ({len(none)} of them for want of runs; suites: {', '.join(sorted(none['suite'].unique()))})"
+    return f", {len(none)} not run (suites: {', '.join(sorted(none['suite'].unique()))})"
 
 
 def render_report(verdicts: pd.DataFrame, info: pd.DataFrame, scale: str, *,
@@ -139,7 +139,7 @@ def render_report(verdicts: pd.DataFrame, info: pd.DataFrame, scale: str, *,
         f"{len(verdicts)} verdicts on {verdicts['claim_id'].nunique()} claims (a claim judged per task, noise "
         f"model or family has one per scope): {counts.get(claims.REPRODUCED, 0)} reproduced, "
         f"{counts.get(claims.CONTRADICTED, 0)} contradicted, "
-        f"{counts.get(claims.INCONCLUSIVE, 0)} inconclusive" + _without_runs(verdicts) + ".",
+        f"{counts.get(claims.INCONCLUSIVE, 0)} inconclusive" + _not_run(verdicts) + ".",
         f"{int(total['runs'])} runs ({int(total['complete'])} complete, {int(total['diverged'])} diverged, "
         f"{int(total['failed'])} failed, by run status); compute spent {_hours(total['wall_time_s'])} of wall "
         "time (sum over run.json)"
@@ -154,7 +154,8 @@ def render_report(verdicts: pd.DataFrame, info: pd.DataFrame, scale: str, *,
         "",
         "Verdicts (analysis/claims.py): reproduced when the 95% stratified-bootstrap percentile CI excludes the "
         "null on the claimed side; contradicted when it excludes it on the opposite side; inconclusive when it "
-        "contains the null or the runs are too few. Beside each: the published effect on the same statistic "
+        "contains the null or the runs are too few; not run when the claim has no runs at this scale (no evidence "
+        "either way). Beside each: the published effect on the same statistic "
         "(ours smaller / larger / consistent with it), and the smallest effect these run counts detect with "
         f"{claims.POWER:.0%} power in a simulation of the same rule ({claims.POWER_SIMS} simulated experiments, "
         "normal scores with the observed within-task SD). Probability-of-improvement CIs use 2,000 bootstrap "

@@ -136,11 +136,12 @@ def test_overestimation_scores_subtract_the_true_value_per_run():
     assert _evaluate(claim, df).verdict == claims.REPRODUCED
 
 
-def test_claims_without_runs_are_inconclusive_with_the_reason():
+def test_claims_without_runs_are_not_run_with_the_reason_and_too_few_runs_are_inconclusive():
     df = _table({"a": lambda s, j: 1.0})
-    assert _evaluate(_claim(suite="elsewhere"), df).reason == "no runs"
-    assert _evaluate(_claim(), df).reason == "no runs of b"
-    assert _evaluate(_claim(group="loss"), df).reason == "no runs: the table has no column ['loss']"
+    for claim, reason in [(_claim(suite="elsewhere"), "no runs"), (_claim(), "no runs of b"),
+                          (_claim(group="loss"), "no runs: the table has no column ['loss']")]:
+        verdict = _evaluate(claim, df)
+        assert verdict.verdict == claims.NOT_RUN and verdict.reason == reason
     few = df[df["seed"] < 2]
     both = pd.concat([few, few.assign(algo="b")])
     verdict = _evaluate(_claim(), both)
@@ -152,7 +153,7 @@ def test_evaluation_is_reproducible_and_evaluate_all_keeps_the_claim_beside_its_
     table = claims.evaluate_all([_claim(), _claim(id="d", suite="none")], df, "quick", reps=REPS)
     again = claims.evaluate_all([_claim()], df, "quick", reps=REPS)
     pd.testing.assert_frame_equal(table.iloc[:1], again, check_exact=True)
-    assert table.loc[1, "verdict"] == claims.INCONCLUSIVE
+    assert table.loc[1, "verdict"] == claims.NOT_RUN
     assert table.loc[0, "source"] == "paper, Fig. 1" and table.loc[0, "null"] == 0.5
 
 

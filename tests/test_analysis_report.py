@@ -33,12 +33,12 @@ def test_smoke_report_carries_the_plumbing_only_banner_and_each_claims_numbers(t
     text = report.render_report(verdicts, info, "smoke")
     assert text.startswith("# qrepro report: smoke scale\n\n" + report.SMOKE_BANNER)
     assert ("2 verdicts on 2 claims (a claim judged per task, noise model or family has one per scope): "
-            "1 reproduced, 0 contradicted, 1 inconclusive (1 of them for want of runs; suites: tabular).") in text
+            "1 reproduced, 0 contradicted, 0 inconclusive, 1 not run (suites: tabular).") in text
     assert "### tabular_q_learning_converges [env=toy/chain-v0]: reproduced" in text
     assert "- runs: 3 (q_learning: 3 runs x 1 tasks)" in text
     assert "![tabular_q_learning_converges](figures/tabular.png)" in text
-    # The failed fitted-Q run gives no score: its claim is inconclusive and shows no figure.
-    assert "### tabular_fitted_q_converges [env=toy/chain-v0]: inconclusive" in text
+    # The failed fitted-Q run gives no score: its claim is not run (no evidence either way) and shows no figure.
+    assert "### tabular_fitted_q_converges [env=toy/chain-v0]: not run" in text
     assert "- why: no runs of fitted_q" in text
     assert "![tabular_fitted_q_converges]" not in text
 

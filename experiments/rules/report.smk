@@ -1,5 +1,5 @@
 # The replication report: every claim of analysis/claims.yaml evaluated on the tidy tables of this scale
-# (claims whose suite did not run are inconclusive for want of runs), the verdicts as a table, and the
+# (claims whose suite did not run get the verdict "not run"), the verdicts as a table, and the
 # provenance of every run the numbers come from.
 
 

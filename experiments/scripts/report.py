@@ -2,8 +2,8 @@
 tidy tables -> results/<scale>/report.md, the verdicts as a table (CSV, Markdown, LaTeX) and
 results/<scale>/provenance.csv (one row per run folder the numbers come from).
 
-Claims whose suite did not run get the verdict inconclusive for want of runs, so the report always lists
-every claim.
+Claims whose suite did not run get the verdict "not run" (no evidence either way), so the report always
+lists every claim.
 """
 
 
