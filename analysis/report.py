@@ -72,14 +72,22 @@ def _hours(seconds: float) -> str:
 
 def compute_spent(info: pd.DataFrame) -> pd.DataFrame:
     """Per suite: runs, runs by status, wall time (sum of run.json wall_time_s) and runs whose run.json
-    records none (counted as 0 s, so the total is a lower bound when there are any), plus a total row."""
-    columns = ["runs", "complete", "diverged", "failed", "no_wall_time", "wall_time_s"]
+    records none (counted as 0 s, so the total is a lower bound when there are any), CPU time (sum of
+    cpu_time_s, which runs trained before it was recorded lack) and the runs that record it, plus a total row.
+
+    Wall time is what a run took on its machine, shared or not; CPU time is what it cost, whatever else ran."""
+    columns = ["runs", "complete", "diverged", "failed", "no_wall_time", "wall_time_s", "with_cpu_time",
+               "cpu_time_s"]
+    if "cpu_time_s" not in info.columns:
+        info = info.assign(cpu_time_s=None)
     rows = []
     for suite, runs in info.assign(suite=info["suite"].fillna("unknown")).groupby("suite", sort=True):
         status = runs["status"].value_counts()
+        cpu = pd.to_numeric(runs["cpu_time_s"], errors="coerce")
         rows.append({"suite": suite, "runs": len(runs), **{s: int(status.get(s, 0)) for s in columns[1:4]},
                      "no_wall_time": int(runs["wall_time_s"].isna().sum()),
-                     "wall_time_s": float(runs["wall_time_s"].sum())})
+                     "wall_time_s": float(runs["wall_time_s"].sum()),
+                     "with_cpu_time": int(cpu.notna().sum()), "cpu_time_s": float(cpu.sum())})
     table = pd.DataFrame(rows, columns=["suite", *columns])
     total = {"suite": "total", **{c: table[c].sum() for c in columns}}
     return pd.concat([table, pd.DataFrame([total])], ignore_index=True)
@@ -143,7 +151,9 @@ def render_report(verdicts: pd.DataFrame, info: pd.DataFrame, scale: str, *,
         f"{int(total['runs'])} runs ({int(total['complete'])} complete, {int(total['diverged'])} diverged, "
         f"{int(total['failed'])} failed, by run status); compute spent {_hours(total['wall_time_s'])} of wall "
         "time (sum over run.json)"
-        + (f"; a lower bound: {unrecorded} of the runs recorded no wall time." if unrecorded else "."),
+        + (f"; a lower bound: {unrecorded} of the runs recorded no wall time" if unrecorded else "")
+        + (f"; CPU time {_hours(total['cpu_time_s'])} over the {int(total['with_cpu_time'])} runs that record it"
+           if total["with_cpu_time"] else "") + ".",
         f"Diverged members (seeds) by magnitude: {n_diverged} of {n_members} members with value estimates "
         f"(|Q estimate| above {tidy.Q_BOUND_MARGIN:g} x r_max / (1 - gamma), or the runner's per-member flag; "
         "section Divergence). They stay in every estimate: dropping them would favour the unstable settings.",
@@ -211,9 +221,11 @@ def render_report(verdicts: pd.DataFrame, info: pd.DataFrame, scale: str, *,
                                       format_number(b["bound"])] for _, b in by_run.iterrows()])
     lines += ["", "## Compute spent", ""]
     lines += _markdown_rows(
-        ["suite", "runs", "complete", "diverged", "failed", "no wall time", "wall time"],
+        ["suite", "runs", "complete", "diverged", "failed", "no wall time", "wall time", "CPU time (runs)"],
         [[s["suite"], *(str(int(s[c])) for c in ("runs", "complete", "diverged", "failed", "no_wall_time")),
-          _hours(s["wall_time_s"])] for _, s in spent.iterrows()])
+          _hours(s["wall_time_s"]),
+          f"{_hours(s['cpu_time_s'])} ({int(s['with_cpu_time'])})" if s["with_cpu_time"] else "not recorded"]
+         for _, s in spent.iterrows()])
     return "\n".join(lines) + "\n"
 
 

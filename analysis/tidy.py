@@ -34,6 +34,7 @@ RUN_JSON_FIELDS = {
     "suite": "config.run.suite",
     "status": "status",
     "wall_time_s": "wall_time_s",
+    "cpu_time_s": "cpu_time_s",
     "config_hash": "config_hash",
     "git_commit": "git.commit",
     "device": "device.device",

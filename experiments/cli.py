@@ -187,8 +187,11 @@ def train(args) -> int:
                                    interval=args.progress_seconds)
     stop = StopSignals()
     runner.stop = stop
-    wall0 = time.time()
+    wall0, cpu0 = time.time(), time.process_time()
     prior_wall = float(state.get("wall_time", 0.0)) if state else 0.0
+    # CPU time of this process, all its threads: the cost of the run whatever else shared the machine (wall
+    # time grows with contention). None when resuming a checkpoint written before it was recorded.
+    prior_cpu = state.get("cpu_time") if state else 0.0
     meta = {"run_id": runner.run_id, "config": cfg.as_dict(), "config_hash": cfg.hash(), "git": git_commit(),
             "versions": versions(), "device": device_info(device), "protocol": runner.protocol,
             "env_settings": getattr(runner.env, "settings", {}), "frames_per_step": runner.env.frames_per_step,
@@ -197,6 +200,8 @@ def train(args) -> int:
     def record(st: dict, status: str) -> None:
         write_metrics(out / "metrics.csv", st["rows"])
         extra = {k: st[k] for k in ("diverged_seeds",) if k in st}
+        if st.get("cpu_time") is not None:
+            extra["cpu_time_s"] = round(st["cpu_time"], 3)
         write_run_json(out / "run.json", meta, status, steps_done=st["step"],
                        wall_time_s=round(st["wall_time"], 3), **extra)
 
@@ -207,6 +212,7 @@ def train(args) -> int:
             for kind, st in runner.train(state):
                 # in the checkpoint too, so a resumed run adds to the time spent before it (compute spent)
                 st["wall_time"] = prior_wall + time.time() - wall0
+                st["cpu_time"] = None if prior_cpu is None else prior_cpu + time.process_time() - cpu0
                 atomic_torch_save(ckpt_path, st)
                 record(st, st["status"])
                 if kind == "done":

@@ -5,7 +5,7 @@ import pandas as pd
 from analysis import claims, report, tidy
 
 
-def _run(run_dir, algo, seed, q_errors, status="complete", wall_time_s=1800.0):
+def _run(run_dir, algo, seed, q_errors, status="complete", wall_time_s=1800.0, cpu_time_s=None):
     steps = list(range(0, 100 * len(q_errors), 100))
     metrics = pd.DataFrame({"run_id": run_dir.name, "suite": "tabular", "algo": algo, "env": "toy/chain-v0",
                             "protocol": "exact", "seed": seed, "step": steps, "frames": steps, "episodes": 0,
@@ -16,6 +16,8 @@ def _run(run_dir, algo, seed, q_errors, status="complete", wall_time_s=1800.0):
             "config": {"run": {"suite": "tabular"}}}
     if wall_time_s is not None:
         info["wall_time_s"] = wall_time_s
+    if cpu_time_s is not None:
+        info["cpu_time_s"] = cpu_time_s
     (run_dir / "run.json").write_text(json.dumps(info))
     return run_dir
 
@@ -51,6 +53,23 @@ def test_report_counts_compute_spent_over_every_run_including_failed_ones(tmp_pa
     assert "| total | 4 | 3 | 0 | 1 | 1 | 1.50 h |" in text
     assert "Training code: abc123. Analysis code: unknown." in text
     assert "Every run was trained from a clean checkout." in text
+    spent_line = next(line for line in text.splitlines() if "compute spent" in line)
+    assert "CPU time" not in spent_line  # no run records it
+
+
+def test_report_sums_cpu_time_over_the_runs_that_record_it_beside_wall_time(tmp_path):
+    dirs = [_run(tmp_path / "a", "q_learning", 0, [1.0], wall_time_s=7200.0, cpu_time_s=3600.0),
+            _run(tmp_path / "b", "q_learning", 1, [1.0], wall_time_s=3600.0, cpu_time_s=1800.0),
+            _run(tmp_path / "old", "q_learning", 2, [1.0], wall_time_s=1800.0)]  # trained before cpu_time_s
+    info = tidy.run_info(dirs)
+    spent = report.compute_spent(info).set_index("suite")
+    assert spent.loc["total", "cpu_time_s"] == 5400.0 and spent.loc["total", "with_cpu_time"] == 2
+    verdicts = claims.evaluate_all([c for c in claims.load_claims() if c.suite == "tabular"],
+                                   tidy.load_runs(dirs), "smoke", reps=200, power_sims=20)
+    text = report.render_report(verdicts, info, "smoke")
+    assert ("compute spent 3.50 h of wall time (sum over run.json); CPU time 1.50 h over the 2 runs that record "
+            "it.") in text
+    assert "| total | 3 | 3 | 0 | 0 | 0 | 3.50 h | 1.50 h (2) |" in text
 
 
 def test_report_flags_dirty_checkouts_names_the_analysis_commit_and_counts_diverged_members(tmp_path):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -124,14 +125,23 @@ def test_killed_run_resumes_to_the_same_metric_rows_as_an_uninterrupted_run(tmp_
     killed_at = steps_done()
     assert 0 < killed_at < 3000
     # the checkpoint carries the time spent so far, and the resumed run adds its own to it (compute spent)
-    before = torch.load(cut / "checkpoints" / "latest.pt", weights_only=True)["wall_time"]
-    assert before > 0
-    started = time.time()
+    checkpoint = torch.load(cut / "checkpoints" / "latest.pt", weights_only=True)
+    before, before_cpu = checkpoint["wall_time"], checkpoint["cpu_time"]
+    assert before > 0 and before_cpu > 0
+    # a checkpoint written before CPU time was recorded: the resumed run cannot know its total, so it gives none
+    old = tmp_path / "old"
+    shutil.copytree(cut, old)
+    torch.save({k: v for k, v in checkpoint.items() if k != "cpu_time"}, old / "checkpoints" / "latest.pt")
+    started, cpu_started = time.time(), time.process_time()
     assert main(["train", *args, "--out", str(cut)]) == 0
-    resumed_for = time.time() - started
+    resumed_for, resumed_cpu = time.time() - started, time.process_time() - cpu_started
     meta = json.loads((cut / "run.json").read_text())
     assert meta["status"] == "complete" and 0 < meta["resumed_from_step"] < 3000
     assert before < meta["wall_time_s"] <= before + resumed_for
+    assert before_cpu < meta["cpu_time_s"] <= before_cpu + resumed_cpu
+    assert main(["train", *args, "--out", str(old)]) == 0
+    old_meta = json.loads((old / "run.json").read_text())
+    assert old_meta["status"] == "complete" and "cpu_time_s" not in old_meta and old_meta["wall_time_s"] > before
 
     def rows(path):
         df = pd.read_csv(path / "metrics.csv")

@@ -248,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from experiments.provenance import device_info, git_commit, versions
 
     settings = parse_settings(args.sets)[0]
-    started, wall0 = time.strftime("%Y-%m-%dT%H:%M:%S%z"), time.time()
+    started, wall0, cpu0 = time.strftime("%Y-%m-%dT%H:%M:%S%z"), time.time(), time.process_time()
     config = {"algo": ALGO_LABEL, "env": args.env, "seeds": list(args.seeds), "steps": settings["repetitions"],
               "device": "cpu", "run": {"suite": settings["suite"], "protocol": PROTOCOL},
               "algo_config": {**{k: v for k, v in settings.items() if k != "suite"},
@@ -263,7 +263,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "versions": versions(), "device": device_info(torch.device("cpu")), "protocol": PROTOCOL,
             "started": started, "source": "van Hasselt, Guez, Silver 2016, Figs. 1-2 and Theorem 2"}
     contract.write_run_json(args.out / "run.json", meta, "complete", steps_done=settings["repetitions"],
-                            wall_time_s=round(time.time() - wall0, 3))
+                            wall_time_s=round(time.time() - wall0, 3),
+                            cpu_time_s=round(time.process_time() - cpu0, 3))
     print(f"synthetic_overestimation: complete: {args.out} ({len(metrics)} rows)")
     return 0
 

@@ -50,11 +50,15 @@ def method_note(reps: int | None) -> str:
 
 
 def compute_note(provenance: pd.DataFrame) -> str:
-    """The compute behind a table: wall time summed over its suite's run.json files."""
+    """The compute behind a table: wall time (and CPU time, where runs record it) summed over its suite's
+    run.json files."""
     if provenance.empty:
         return "Compute: no runs."
     hours = provenance["wall_time_s"].fillna(0).sum() / 3600
-    return f"Compute: {hours:.2f} h of wall time over {len(provenance)} run(s) of suite {provenance['suite'].iloc[0]}."
+    cpu = pd.to_numeric(provenance.get("cpu_time_s", pd.Series(dtype=float)), errors="coerce").dropna()
+    cpu_note = f" ({cpu.sum() / 3600:.2f} h of CPU time over the {len(cpu)} that record it)" if len(cpu) else ""
+    return (f"Compute: {hours:.2f} h of wall time{cpu_note} over {len(provenance)} run(s) of suite "
+            f"{provenance['suite'].iloc[0]}.")
 
 
 def by_value_table(df: pd.DataFrame, reps: int | None, *, columns: Sequence[str],

@@ -19,7 +19,7 @@ import pandas as pd
 # Tidy rows that measure the machine, not the run (experiments/runner.py logs them every log_period).
 TIMING_METRICS = ("steps_per_second",)
 # Provenance columns that measure time.
-TIMING_COLUMNS = ("wall_time_s", "started")
+TIMING_COLUMNS = ("wall_time_s", "cpu_time_s", "started")
 
 
 def _tidy(frame: pd.DataFrame) -> pd.DataFrame:
