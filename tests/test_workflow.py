@@ -352,6 +352,7 @@ def test_smoke_workflow_produces_every_declared_figure_table_and_a_report_listin
     assert sorted(provenance["run_dir"]) == run_folders
     assert provenance["config_hash"].notna().all() and (provenance["status"] == "complete").all()
     assert provenance["git_commit"].notna().all() and provenance["version_torch"].notna().all()
+    assert (provenance["cpu_time_s"] > 0).all()  # every run records what it cost, training and script alike
     # run folders are not committed: a copy of every run.json travels with the results, under each suite that
     # reads the run (minatar_variants reuses overestimation_minatar's DQN and Double DQN runs)
     copies = sorted(str(p.relative_to(results / "run_json")) for p in (results / "run_json").rglob("run.json"))
