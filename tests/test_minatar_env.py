@@ -7,17 +7,22 @@ from fixed generators so every run here is reproducible.
 
 from __future__ import annotations
 
+import importlib.util
 import io
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
-from envs.minatar import ENV_IDS, MinAtarMemberEnv, make_minatar
+from envs.minatar import ENV_IDS, GAMES, MinAtarMemberEnv, make_minatar
 from envs.registry import EnvError, env_family, known_envs, make_env
 from experiments.config import build
 from experiments.runner import Runner
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # Channels per game: minatar's state_shape(); the same numbers are Revisiting Rainbow's gin constants
 # (minatar_env.py: ASTERIX_SHAPE (10, 10, 4), ... SPACE_INVADERS_SHAPE (10, 10, 6)).
@@ -216,3 +221,20 @@ def test_a_run_resumed_from_a_checkpoint_writes_the_rows_of_the_uninterrupted_ru
         return [r for r in s["rows"] if r[9] != "steps_per_second"]
 
     assert rows(resumed) == rows(whole) and any(r[9] == "train_return" for r in rows(whole))
+
+
+def test_random_score_script_measures_every_game_under_the_protocol_and_rejects_too_few_episodes(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("minatar_random_scores",
+                                                  ROOT / "experiments" / "scripts" / "minatar_random_scores.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+
+    out = tmp_path / "random.csv"
+    assert script.main(["--episodes", "3", "--out", str(out)]) == 0
+    table = pd.read_csv(out)
+    assert table["env"].tolist() == [f"MinAtar/{game}-v0" for game in GAMES]
+    assert (table["episodes"] == 3).all() and (table["random"] >= 0).all() and table["commit"].notna().all()
+    # the same games and policy stream give the same returns
+    assert script.random_returns("MinAtar/Breakout-v0", 3) == script.random_returns("MinAtar/Breakout-v0", 3)
+    assert script.main(["--episodes", "1", "--out", str(tmp_path / "none.csv")]) == 2
+    assert "--episodes 1: need at least 2" in capsys.readouterr().err and not (tmp_path / "none.csv").exists()
