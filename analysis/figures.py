@@ -11,6 +11,7 @@ use the names of ``LABELS``, with units; categorical settings are drawn as separ
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -299,7 +300,7 @@ def aggregate_intervals_plot(intervals: pd.DataFrame, score_label: str = "human 
             ax.plot([row["estimate"]] * 2, [i - 0.3, i + 0.3], color="black", label=algo)
         ax.set_yticks(range(len(algos)), algos if j == 0 else [])
         ax.set_title(AGGREGATE_TITLES.get(aggregate, aggregate))
-        ax.set_xlabel(score_label)
+    fig.supxlabel(score_label)  # once for the row: every panel's axis is the same score
     return fig
 
 
@@ -316,8 +317,8 @@ def performance_profile_plot(profiles: pd.DataFrame, score_label: str = "human n
         summary = pd.DataFrame({"x": rows["tau"], "median": rows["fraction"], "low": rows["ci_low"],
                                 "high": rows["ci_high"]})
         _draw_band(ax, summary, algo, colors[algo])
-    ax.set_xlabel(f"{score_label} (tau)")
-    ax.set_ylabel("fraction of runs with score > tau")
+    ax.set_xlabel(textwrap.fill(f"{score_label} (tau)", 40))  # one panel wide: long labels wrap
+    ax.set_ylabel("fraction of runs above tau")
     ax.legend(fontsize="small")
     return fig
 

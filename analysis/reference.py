@@ -15,6 +15,11 @@ REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
 
 DQN_ZOO = "dqn_zoo"
 MNIH2015 = "mnih2015"
+# MinAtar has no human scores: its scores are normalized between a random policy's return (measured here) and
+# Young & Tian 2019's DQN at 5M frames (read off their figure), the way Atari's are between random and human.
+MINATAR_DQN5M = "minatar_dqn5m"
+NORMALIZATIONS = (DQN_ZOO, MNIH2015, MINATAR_DQN5M)
+MINATAR_REFERENCE_FRAMES = 5_000_000
 
 SOURCES = {
     DQN_ZOO: "human and random Atari-57 scores as tabulated in DeepMind's DQN Zoo (dqn_zoo/atari_data.py)",
@@ -24,6 +29,9 @@ SOURCES = {
     "minatar_curves": "Young & Tian 2019, DQN learning curve read off img/learning_curves.gif (github.com/kenjyoung/"
                       "MinAtar at 4241f24) by experiments/scripts/read_minatar_curves.py: mean return of the 100 "
                       "training episodes (exploring) ending at that frame count, mean of 30 runs",
+    "minatar_random": "mean return of 1,000 games of a uniformly random policy per MinAtar game, measured by "
+                      "experiments/scripts/minatar_random_scores.py under the minatar protocol (commit and "
+                      "version in the table)",
 }
 
 # Gu et al. 2016 used their own MuJoCo tasks; these gymnasium v5 tasks are the closest analogues, so a
@@ -80,6 +88,31 @@ def minatar_dqn_curves() -> pd.DataFrame:
     """Young & Tian 2019's DQN curve per MinAtar game read off their figure: env, algo, frames,
     read_at_frames, return, low, high (empty where other curves hide DQN's)."""
     return _read("minatar_dqn_young2019_curves.csv", "minatar_curves")
+
+
+def minatar_random_scores() -> pd.DataFrame:
+    """A uniformly random policy's mean return per MinAtar v0 game (env, random, sem, episodes, provenance)."""
+    return _read("minatar_random_scores.csv", "minatar_random")
+
+
+def minatar_normalization() -> pd.DataFrame:
+    """env, random, reference per MinAtar v0 game: the anchors of ``MINATAR_DQN5M`` normalized scores (0: a
+    random policy, 1: Young & Tian 2019's DQN at 5M frames, a training-episode mean read off their figure)."""
+    curves = minatar_dqn_curves()
+    dqn = curves[curves["frames"] == MINATAR_REFERENCE_FRAMES].set_index("env")["return"]
+    table = minatar_random_scores()[["env", "random"]].assign(reference=lambda t: t["env"].map(dqn))
+    table.attrs["source"] = (f"0: {SOURCES['minatar_random']}; 1: {SOURCES['minatar_curves']}, at "
+                             f"{MINATAR_REFERENCE_FRAMES:,} frames")
+    return table
+
+
+def normalization_label(table: str) -> str:
+    """The axis label of scores normalized with ``table`` (one of NORMALIZATIONS)."""
+    if table == MINATAR_DQN5M:
+        return "normalized score (0 random, 1 DQN at 5M frames)"
+    if table in (DQN_ZOO, MNIH2015):
+        return f"human normalized score ({table})"
+    raise ValueError(f"unknown normalization {table!r}; valid: {', '.join(NORMALIZATIONS)}")
 
 
 def ddqn_summary() -> pd.DataFrame:

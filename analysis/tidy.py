@@ -294,3 +294,23 @@ def human_normalized(scores: pd.DataFrame, table: str = reference.DQN_ZOO, *, sc
     out[score] = (out[score] - random) / (human - random)
     out["human_table"] = table
     return out
+
+
+def normalized(scores: pd.DataFrame, table: str, *, score: str = "score", env: str = "env") -> pd.DataFrame:
+    """Replace ``score`` by its normalized value under ``table`` (reference.NORMALIZATIONS): Atari games between
+    random and human (``human_normalized``), MinAtar v0 games between a random policy and Young & Tian's DQN at
+    5M frames (reference.minatar_normalization). Keeps ``raw_score``; names the table in ``normalization``."""
+    if table in (reference.DQN_ZOO, reference.MNIH2015):
+        return human_normalized(scores, table, score=score, env=env).assign(normalization=table)
+    if table != reference.MINATAR_DQN5M:
+        raise ValueError(f"unknown normalization {table!r}; valid: {', '.join(reference.NORMALIZATIONS)}")
+    ref = reference.minatar_normalization().set_index("env")
+    unknown = sorted(set(scores[env]) - set(ref.index))
+    if unknown:
+        raise ValueError(f"environments {unknown} have no {table} normalization; valid: {', '.join(ref.index)}")
+    out = scores.copy()
+    out["raw_score"] = out[score]
+    random, top = out[env].map(ref["random"]), out[env].map(ref["reference"])
+    out[score] = (out[score] - random) / (top - random)
+    out["normalization"] = table
+    return out

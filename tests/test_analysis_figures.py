@@ -140,6 +140,7 @@ def test_aggregate_intervals_plot_draws_each_ci_as_a_bar_and_the_estimate_as_a_t
     assert [t.get_text() for t in iqm_ax.get_yticklabels()] == ["double_dqn", "dqn"]
     assert [(p.get_x(), p.get_width()) for p in iqm_ax.patches] == [(1.5, 1.5), (0.5, 1.0)]
     np.testing.assert_array_equal(_line(mean_ax, "double_dqn").get_xdata(), [4.0, 4.0])
+    assert fig.get_supxlabel() == "human normalized score"
 
 
 def test_performance_profile_plot_draws_fraction_above_tau_with_its_band():

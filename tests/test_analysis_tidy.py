@@ -106,6 +106,25 @@ def test_human_normalized_scores_match_the_published_tables_and_name_the_table()
         tidy.human_normalized(pd.DataFrame({"env": ["ALE/Alien-v5"], "score": [1.0]}), table="mnih2015")
 
 
+def test_minatar_scores_normalize_between_the_random_policy_and_young_and_tian_dqn_at_5m_frames():
+    anchors = reference.minatar_normalization().set_index("env")
+    # Breakout: DQN's curve reads 10.06 at 5M frames (4,975,000, the last point of the figure)
+    assert anchors.loc["MinAtar/Breakout-v0", "reference"] == 10.06
+    assert (anchors["random"] < anchors["reference"]).all() and len(anchors) == 5
+    random, top = anchors.loc["MinAtar/Breakout-v0", ["random", "reference"]]
+    scores = pd.DataFrame({"env": "MinAtar/Breakout-v0", "score": [random, top, (random + top) / 2]})
+    out = tidy.normalized(scores, reference.MINATAR_DQN5M)
+    np.testing.assert_allclose(out["score"], [0.0, 1.0, 0.5])
+    assert out["raw_score"].tolist() == scores["score"].tolist() and set(out["normalization"]) == {"minatar_dqn5m"}
+    # Atari tables go through human_normalized, and the table is named either way
+    atari = tidy.normalized(pd.DataFrame({"env": ["ALE/Pong-v5"], "score": [14.6]}), reference.DQN_ZOO)
+    assert atari.loc[0, "score"] == pytest.approx(1.0) and atari.loc[0, "normalization"] == "dqn_zoo"
+    with pytest.raises(ValueError, match=r"\['MinAtar/Breakout-v1'\] have no minatar_dqn5m normalization"):
+        tidy.normalized(pd.DataFrame({"env": ["MinAtar/Breakout-v1"], "score": [1.0]}), reference.MINATAR_DQN5M)
+    with pytest.raises(ValueError, match="unknown normalization 'human'; valid: dqn_zoo, mnih2015, minatar_dqn5m"):
+        tidy.normalized(scores, "human")
+
+
 def test_atari_game_key_maps_env_ids_onto_the_reference_names():
     keys = [reference.atari_game_key(e) for e in ("ALE/UpNDown-v5", "MontezumaRevengeNoFrameskip-v4")]
     assert keys == ["up_n_down", "montezuma_revenge"]

@@ -17,33 +17,34 @@ from analysis import figures, reference, stats, tidy
 TAUS = 81  # thresholds of a performance profile (rliable's Atari profiles use 81)
 
 
-def human_normalized_scores(df: pd.DataFrame, human_table: str, metric: str) -> pd.DataFrame:
-    """Each run's final score (mean over the last 10% of its steps), human-normalized with ``human_table``."""
+def normalized_scores(df: pd.DataFrame, normalization: str, metric: str) -> pd.DataFrame:
+    """Each run's final score (mean over the last 10% of its steps), normalized with ``normalization``
+    (reference.NORMALIZATIONS: human tables for Atari, minatar_dqn5m for MinAtar)."""
     scores = tidy.final_scores(df, metric, last_fraction=tidy.FINAL_FRACTION)
-    return tidy.human_normalized(scores, human_table)
+    return tidy.normalized(scores, normalization)
 
 
 def _reps(reps: int | None) -> dict:
     return {} if reps is None else {"reps": reps}
 
 
-def aggregate_intervals(df: pd.DataFrame, reps: int | None, *, human_table: str = reference.DQN_ZOO,
+def aggregate_intervals(df: pd.DataFrame, reps: int | None, *, normalization: str = reference.DQN_ZOO,
                         metric: str = "eval_return"):
-    """Agarwal et al. 2021, Fig. 1 style: IQM, median, mean and optimality gap of human-normalized scores."""
-    matrices = tidy.score_matrix(human_normalized_scores(df, human_table, metric))
+    """Agarwal et al. 2021, Fig. 1 style: IQM, median, mean and optimality gap of normalized scores."""
+    matrices = tidy.score_matrix(normalized_scores(df, normalization, metric))
     intervals = stats.aggregate_intervals(matrices, **_reps(reps))
-    return figures.aggregate_intervals_plot(intervals, score_label=f"human normalized score ({human_table})")
+    return figures.aggregate_intervals_plot(intervals, score_label=reference.normalization_label(normalization))
 
 
-def performance_profile(df: pd.DataFrame, reps: int | None, *, human_table: str = reference.DQN_ZOO,
+def performance_profile(df: pd.DataFrame, reps: int | None, *, normalization: str = reference.DQN_ZOO,
                         metric: str = "eval_return"):
     """Agarwal et al. 2021 performance profile over thresholds spanning 0 (random) to the best run, at least
-    to 1 (human)."""
-    scores = human_normalized_scores(df, human_table, metric)
+    to 1 (human, or the reference score)."""
+    scores = normalized_scores(df, normalization, metric)
     low, high = min(0.0, scores["score"].min()), max(1.0, scores["score"].max())
     profiles = stats.performance_profiles(tidy.score_matrix(scores), np.linspace(low, high, TAUS),
                                           **_reps(reps))
-    return figures.performance_profile_plot(profiles, score_label=f"human normalized score ({human_table})")
+    return figures.performance_profile_plot(profiles, score_label=reference.normalization_label(normalization))
 
 
 def _plain(function):

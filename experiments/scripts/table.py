@@ -25,15 +25,16 @@ def _reps(reps: int | None) -> dict:
 
 
 def improvement_table(df: pd.DataFrame, reps: int | None, *, pairs: Sequence[Sequence[str]],
-                      human_table: str = reference.DQN_ZOO, metric: str = "eval_return") -> pd.DataFrame:
-    """P(x > y) over games with its 95% CI for each (x, y) pair (Agarwal et al. 2021)."""
+                      normalization: str = reference.DQN_ZOO, metric: str = "eval_return") -> pd.DataFrame:
+    """P(x > y) over games with its 95% CI for each (x, y) pair (Agarwal et al. 2021). Per game it compares raw
+    scores' order, which normalization keeps; ``normalization`` only checks that the games are the ones named."""
     scores = tidy.final_scores(df, metric, last_fraction=tidy.FINAL_FRACTION)
-    matrices = tidy.score_matrix(tidy.human_normalized(scores, human_table))
+    matrices = tidy.score_matrix(tidy.normalized(scores, normalization))
     present = [(x, y) for x, y in pairs if x in matrices and y in matrices]
     table = stats.improvement_table(matrices, present, **_reps(reps))
     table = table.rename(columns={"estimate": "p_improvement", "ci_low": "p_improvement_ci_low",
                                   "ci_high": "p_improvement_ci_high"})
-    return table.assign(n_tasks=next(iter(matrices.values())).shape[1], human_table=human_table)
+    return table.assign(n_tasks=next(iter(matrices.values())).shape[1], normalization=normalization)
 
 
 def _sorted_values(values) -> list:
