@@ -246,8 +246,13 @@ def _final_vs_value(df: pd.DataFrame, column: str, metric: str, last_fraction: f
 
 
 def _legend_below(fig: Figure, title: str = "mean, 95% CI; dots: runs") -> None:
-    """One legend for all panels, under them, so it never covers data (one column under a single panel)."""
-    handles, labels = fig.axes[0].get_legend_handles_labels()
+    """One legend for all panels, under them, so it never covers data (one column under a single panel). Its
+    entries are every panel's, once each: a method missing from the first panel is still named."""
+    entries: dict[str, object] = {}
+    for ax in fig.axes:
+        for handle, name in zip(*ax.get_legend_handles_labels(), strict=True):
+            entries.setdefault(name, handle)
+    handles, labels = list(entries.values()), list(entries)
     ncols = min(1 if len(fig.axes) == 1 else 3, len(labels))
     width, height = fig.get_size_inches()
     fig.set_size_inches(width, height + 0.22 * (1 + -(-len(labels) // ncols)))  # room for the legend's rows

@@ -25,6 +25,15 @@ def _band_limits(collection):
     return y.min(), y.max()
 
 
+def test_learning_curves_legend_names_every_method_of_every_panel_once():
+    # dueling ran on the second game only: the legend (built under the panels) still names it, once
+    df = pd.concat([_rows("dqn", "A", 0, "eval_return", [0.0, 1.0, 2.0]),
+                    _rows("dqn", "B", 0, "eval_return", [0.0, 1.0, 2.0]),
+                    _rows("dueling_dqn", "B", 0, "eval_return", [0.0, 2.0, 3.0])])
+    fig = figures.learning_curves(df)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == [figures.label("dqn"), figures.label("dueling_dqn")]
+
+
 @pytest.fixture
 def overestimation_table():
     parts = []
