@@ -64,8 +64,25 @@ def _figure(nrows: int, ncols: int, sharex: bool | str = False) -> tuple[Figure,
     return fig, axes
 
 
+# One colour per method in every figure (indices into seaborn's 10-colour "colorblind" palette; DQN, the
+# baseline of every ablation, in dark grey), so that a method looks the same from figure to figure. Methods
+# drawn together never share one; names not listed take the palette's unused colours in order.
+_CB = sns.color_palette("colorblind", 10)
+METHOD_COLORS = {
+    "dqn": (0.25, 0.25, 0.25), "double_dqn": _CB[0], "dueling_dqn": _CB[2], "nstep_dqn": _CB[3], "per_dqn": _CB[4],
+    "per_rank_dqn": _CB[5], "combined_dqn": _CB[8], "double_dqn_clip": _CB[9],
+    "naf": _CB[0], "ddpg": _CB[1], "naf_imagination": _CB[2], "naf_imagination_ilqg": _CB[3],
+    "naf_imagination_nn": _CB[4], "sampled_q": _CB[5], "per_ddpg": _CB[6], "double_naf": _CB[8], "cem_q": _CB[9],
+    "q_learning": _CB[0], "fitted_q": _CB[1], "double_estimator": _CB[0], "max_estimator": _CB[3],
+}
+
+
 def _palette(names: Sequence[str]) -> dict[str, tuple]:
-    return dict(zip(names, sns.color_palette("colorblind", len(names)), strict=True))
+    """A colour per name: METHOD_COLORS' for known methods, the palette's unused ones for the rest."""
+    known = {n: METHOD_COLORS[str(n)] for n in names if str(n) in METHOD_COLORS}
+    spare = [c for c in sns.color_palette("colorblind", max(10, len(names))) if c not in known.values()]
+    others = [n for n in names if n not in known]
+    return {n: known[n] if n in known else spare[others.index(n) % len(spare)] for n in names}
 
 
 def _require(rows: pd.DataFrame, what: str) -> None:

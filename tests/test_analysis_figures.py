@@ -25,6 +25,21 @@ def _band_limits(collection):
     return y.min(), y.max()
 
 
+def test_a_method_has_one_colour_in_every_figure_and_methods_drawn_together_never_share_one():
+    from algorithms.registry import VARIANTS
+
+    dqn_family = ["dqn", "double_dqn", "dueling_dqn", "nstep_dqn", "per_dqn", "per_rank_dqn", "combined_dqn",
+                  "double_dqn_clip"]
+    continuous = [name for name, v in VARIANTS.items() if v.actions == "continuous"]
+    for names in (dqn_family, continuous, ["q_learning", "fitted_q"], ["max_estimator", "double_estimator"]):
+        colours = figures._palette(names)
+        assert len(set(colours.values())) == len(names), names
+    assert figures._palette(["dqn", "per_dqn"])["per_dqn"] == figures._palette(dqn_family)["per_dqn"]
+    # names without a colour of their own take unused ones
+    mixed = figures._palette(["dqn", "double_dqn", "baseline", "mse"])
+    assert len(set(mixed.values())) == 4
+
+
 def test_learning_curves_legend_names_every_method_of_every_panel_once():
     # dueling ran on the second game only: the legend (built under the panels) still names it, once
     df = pd.concat([_rows("dqn", "A", 0, "eval_return", [0.0, 1.0, 2.0]),
