@@ -145,6 +145,39 @@ def load_checkpoint(path: Path, cfg: RunConfig) -> dict:
     return state
 
 
+# What a run folder holds before its first checkpoint (run.json from the first step, metrics.csv rewritten by a
+# stop signal, an empty checkpoints folder): nothing there can be resumed.
+_BEFORE_FIRST_CHECKPOINT = {".lock", "run.json", "metrics.csv", "checkpoints"}
+
+
+def restart_before_first_checkpoint(out: Path, cfg: RunConfig) -> None:
+    """A folder without a checkpoint may hold a run of this very configuration that was killed (SIGKILL, an
+    out-of-memory kill, a scheduler's hard limit) before its first checkpoint. Such a run cannot be resumed and
+    nothing of it can be kept, so a retry starts it again from step 0 instead of failing on every retry. Anything
+    else is refused, and left as it is."""
+    import json
+
+    def refuse(why: str) -> ConfigError:
+        return ConfigError(f"--out {out}: folder is not empty and holds no qrepro checkpoint ({why}); "
+                           "give a new folder")
+
+    names = {p.name for p in out.iterdir()}
+    if not names <= _BEFORE_FIRST_CHECKPOINT or any((out / "checkpoints").glob("*")):
+        raise refuse(f"it holds {', '.join(sorted(names - {'.lock'}))}")
+    try:
+        meta = json.loads((out / "run.json").read_text())
+    except (OSError, ValueError):
+        raise refuse("no readable run.json") from None
+    if not isinstance(meta, dict) or meta.get("config_hash") != cfg.hash():
+        raise refuse(f"its run.json is of another configuration (hash {meta.get('config_hash')}, this run "
+                     f"{cfg.hash()})" if isinstance(meta, dict) else "run.json is not a qrepro run.json")
+    if meta.get("status") not in ("running", "interrupted", "failed"):
+        raise refuse(f"its run.json says {meta.get('status')!r}")
+    print(f"qrepro: {out} holds a run of this configuration that stopped ({meta['status']}) before its first "
+          "checkpoint; starting it again from step 0", file=sys.stderr)
+    (out / "metrics.csv").unlink(missing_ok=True)
+
+
 def train(args) -> int:
     from algorithms.registry import VARIANTS
     from envs.registry import EnvError
@@ -168,7 +201,7 @@ def train(args) -> int:
                 print(f"qrepro: {out} already holds a {state['status']} run of this configuration; nothing to do")
                 return 0
         elif out.exists() and any(p.name != ".lock" for p in out.iterdir()):
-            raise ConfigError(f"--out {out}: folder is not empty and holds no qrepro checkpoint; give a new folder")
+            restart_before_first_checkpoint(out, cfg)
         runner = (TabularRunner if VARIANTS[cfg.algo].actions == "tabular" else Runner)(cfg, device)
     except FolderLocked as e:
         print(f"qrepro: error: {e}", file=sys.stderr)

@@ -89,6 +89,44 @@ def test_unreadable_or_mismatched_checkpoint_is_refused(tmp_path, capsys):
     assert sorted(p.name for p in other.iterdir()) == before
 
 
+def test_a_run_killed_before_its_first_checkpoint_starts_again_and_anything_else_is_refused(tmp_path, capsys):
+    whole = tmp_path / "whole"
+    assert _train(whole, steps="100") == 0
+    # what a SIGKILL before the first checkpoint leaves: run.json (status running, from the first step) and a
+    # stale lock, maybe metrics.csv; a retry must run it from step 0 to the same rows, not fail on every retry
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    meta = json.loads((whole / "run.json").read_text())
+    (killed / "run.json").write_text(json.dumps({**meta, "status": "running", "steps_done": 0}))
+    (killed / "metrics.csv").write_text("stale rows of the killed run\n")
+    (killed / ".lock").write_text("999999")
+    assert _train(killed, steps="100") == 0
+    assert "before its first checkpoint; starting it again from step 0" in capsys.readouterr().err
+    assert json.loads((killed / "run.json").read_text())["status"] == "complete"
+
+    def rows(path):
+        df = pd.read_csv(path / "metrics.csv")
+        return df[df.metric != "steps_per_second"].drop(columns="run_id").reset_index(drop=True)
+
+    pd.testing.assert_frame_equal(rows(killed), rows(whole), rtol=1e-6)
+    # another configuration's run, a finished run whose checkpoint is gone, or files that are not a run's: refused,
+    # each naming why, and nothing is touched
+    cases = {"another": ({**meta, "status": "running"}, {}, "its run.json is of another configuration"),
+             "finished": ({**meta, "status": "complete"}, {}, "its run.json says 'complete'"),
+             "foreign": ({**meta, "status": "running"}, {"notes.txt": "mine"}, "it holds notes.txt, run.json")}
+    for name, (run_json, extra, needle) in cases.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "run.json").write_text(json.dumps(run_json))
+        for file, text in extra.items():
+            (folder / file).write_text(text)
+        before = {p.name: p.read_text() for p in folder.iterdir()}
+        assert _train(folder, *(["--set", "gamma=0.5"] if name == "another" else []), steps="100") == 2
+        err = capsys.readouterr().err
+        assert "folder is not empty and holds no qrepro checkpoint" in err and needle in err
+        assert {p.name: p.read_text() for p in folder.iterdir()} == before
+
+
 def test_non_finite_loss_stops_the_run_as_diverged_and_keeps_metrics(tmp_path):
     out = tmp_path / "run"
     assert _train(out, "--set", "lr=1e30", "--set", "loss=mse", "--set", "optimizer=adam", steps="2000") == 0
