@@ -20,6 +20,8 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
 from analysis import reference, stats, tidy
 
@@ -319,10 +321,14 @@ def aggregate_intervals_plot(intervals: pd.DataFrame, score_label: str = "human 
             row = rows.loc[algo]
             ax.barh(i, row["ci_high"] - row["ci_low"], left=row["ci_low"], height=0.6, color=colors[algo],
                     alpha=0.75)
-            ax.plot([row["estimate"]] * 2, [i - 0.3, i + 0.3], color="black", label=algo)
-        ax.set_yticks(range(len(algos)), algos if j == 0 else [])
+            ax.plot([row["estimate"]] * 2, [i - 0.3, i + 0.3], color="black", label=label(algo))
+        ax.set_yticks(range(len(algos)), [label(a) for a in algos] if j == 0 else [])
         ax.set_title(AGGREGATE_TITLES.get(aggregate, aggregate))
     fig.supxlabel(score_label)  # once for the row: every panel's axis is the same score
+    # what a bar and a tick are, said on the figure (rliable's intervals: stratified bootstrap over runs)
+    fig.legend([Patch(color="grey", alpha=0.75), Line2D([], [], color="black")],
+               ["95% stratified-bootstrap CI", "point estimate"], loc="outside lower center", ncols=2,
+               fontsize="small")
     return fig
 
 
@@ -338,10 +344,10 @@ def performance_profile_plot(profiles: pd.DataFrame, score_label: str = "human n
         rows = profiles[profiles["algo"] == algo]
         summary = pd.DataFrame({"x": rows["tau"], "median": rows["fraction"], "low": rows["ci_low"],
                                 "high": rows["ci_high"]})
-        _draw_band(ax, summary, algo, colors[algo])
+        _draw_band(ax, summary, label(algo), colors[algo])
     ax.set_xlabel(textwrap.fill(f"{score_label} (tau)", 40))  # one panel wide: long labels wrap
     ax.set_ylabel("fraction of runs above tau")
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="small", title="95% stratified-bootstrap CI", title_fontsize="small")
     return fig
 
 

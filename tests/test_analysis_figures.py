@@ -160,20 +160,23 @@ def test_aggregate_intervals_plot_draws_each_ci_as_a_bar_and_the_estimate_as_a_t
     fig = figures.aggregate_intervals_plot(intervals)
     iqm_ax, mean_ax = fig.axes
     assert [iqm_ax.get_title(), mean_ax.get_title()] == ["IQM", "Mean"]
-    # Algorithms in name order, bottom to top: double_dqn, dqn.
-    assert [t.get_text() for t in iqm_ax.get_yticklabels()] == ["double_dqn", "dqn"]
+    # Algorithms in name order, bottom to top: double_dqn, dqn, each by its reader's name.
+    assert [t.get_text() for t in iqm_ax.get_yticklabels()] == ["Double DQN", "DQN"]
     assert [(p.get_x(), p.get_width()) for p in iqm_ax.patches] == [(1.5, 1.5), (0.5, 1.0)]
-    np.testing.assert_array_equal(_line(mean_ax, "double_dqn").get_xdata(), [4.0, 4.0])
+    np.testing.assert_array_equal(_line(mean_ax, "Double DQN").get_xdata(), [4.0, 4.0])
     assert fig.get_supxlabel() == "human normalized score"
+    # the figure says what a bar and a tick are
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["95% stratified-bootstrap CI", "point estimate"]
 
 
 def test_performance_profile_plot_draws_fraction_above_tau_with_its_band():
     profiles = pd.DataFrame({"algo": ["dqn"] * 3, "tau": [0.0, 1.0, 2.0], "fraction": [1.0, 0.5, 0.1],
                              "ci_low": [0.9, 0.3, 0.0], "ci_high": [1.0, 0.7, 0.2]})
     ax = figures.performance_profile_plot(profiles).axes[0]
-    np.testing.assert_array_equal(_line(ax, "dqn").get_xdata(), [0.0, 1.0, 2.0])
-    np.testing.assert_array_equal(_line(ax, "dqn").get_ydata(), [1.0, 0.5, 0.1])
+    np.testing.assert_array_equal(_line(ax, "DQN").get_xdata(), [0.0, 1.0, 2.0])
+    np.testing.assert_array_equal(_line(ax, "DQN").get_ydata(), [1.0, 0.5, 0.1])
     assert _band_limits(ax.collections[0]) == (0.0, 1.0)
+    assert ax.get_legend().get_title().get_text() == "95% stratified-bootstrap CI"
 
 
 def test_figure_functions_name_what_is_missing():
