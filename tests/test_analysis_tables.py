@@ -182,3 +182,15 @@ def test_swept_values_sort_as_numbers_and_fqi_iterations_are_not_called_agent_st
     swept = pd.concat([df.assign(target_period=50.0), df.assign(algo="other", target_period=float("nan"))])
     by_value = script.by_value_table(swept, REPS, columns=["target_period"])
     assert tables.to_markdown(by_value).count("| target_period | 50 |") == 2
+
+
+def test_a_tables_compute_note_sums_every_run_and_names_each_suite_that_trained_them():
+    from experiments.scripts.table import compute_note
+
+    # minatar_variants reuses overestimation_minatar's DQN runs: both suites are named, with their run counts
+    provenance = pd.DataFrame({"suite": ["overestimation_minatar", "minatar_variants", "minatar_variants"],
+                               "wall_time_s": [3600.0, 1800.0, 1800.0], "cpu_time_s": [None, 1200.0, 2400.0]})
+    assert compute_note(provenance) == (
+        "Compute: 2.00 h of wall time (1.00 h of CPU time over the 2 that record it) over 3 run(s): "
+        "2 of suite minatar_variants, 1 of suite overestimation_minatar.")
+    assert compute_note(provenance.iloc[:0]) == "Compute: no runs."

@@ -51,15 +51,16 @@ def method_note(reps: int | None) -> str:
 
 
 def compute_note(provenance: pd.DataFrame) -> str:
-    """The compute behind a table: wall time (and CPU time, where runs record it) summed over its suite's
-    run.json files."""
+    """The compute behind a table: wall time (and CPU time, where runs record it) summed over the run.json
+    files of its runs, with how many each suite trained (a suite may reuse another suite's runs)."""
     if provenance.empty:
         return "Compute: no runs."
     hours = provenance["wall_time_s"].fillna(0).sum() / 3600
     cpu = pd.to_numeric(provenance.get("cpu_time_s", pd.Series(dtype=float)), errors="coerce").dropna()
     cpu_note = f" ({cpu.sum() / 3600:.2f} h of CPU time over the {len(cpu)} that record it)" if len(cpu) else ""
-    return (f"Compute: {hours:.2f} h of wall time{cpu_note} over {len(provenance)} run(s) of suite "
-            f"{provenance['suite'].iloc[0]}.")
+    counts = provenance["suite"].value_counts().sort_index()
+    suites = ", ".join(f"{n} of suite {suite}" for suite, n in counts.items())
+    return f"Compute: {hours:.2f} h of wall time{cpu_note} over {len(provenance)} run(s): {suites}."
 
 
 def by_value_table(df: pd.DataFrame, reps: int | None, *, columns: Sequence[str],
