@@ -327,7 +327,7 @@ def aggregate_intervals_plot(intervals: pd.DataFrame, score_label: str = "human 
     fig.supxlabel(score_label)  # once for the row: every panel's axis is the same score
     # what a bar and a tick are, said on the figure (rliable's intervals: stratified bootstrap over runs)
     fig.legend([Patch(color="grey", alpha=0.75), Line2D([], [], color="black")],
-               ["95% stratified-bootstrap CI", "point estimate"], loc="outside lower center", ncols=2,
+               ["95% stratified-bootstrap CI", "point estimate"], loc="outside upper center", ncols=2,
                fontsize="small")
     return fig
 
