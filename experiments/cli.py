@@ -171,8 +171,10 @@ def restart_before_first_checkpoint(out: Path, cfg: RunConfig) -> None:
     if not isinstance(meta, dict) or meta.get("config_hash") != cfg.hash():
         raise refuse(f"its run.json is of another configuration (hash {meta.get('config_hash')}, this run "
                      f"{cfg.hash()})" if isinstance(meta, dict) else "run.json is not a qrepro run.json")
-    if meta.get("status") not in ("running", "interrupted", "failed"):
-        raise refuse(f"its run.json says {meta.get('status')!r}")
+    # run.json is rewritten only with a checkpoint (or on failure): a run killed before its first one still says
+    # running at step 0. Any other status or step means a checkpoint was written and is gone: not ours to redo.
+    if meta.get("status") not in ("running", "failed") or meta.get("steps_done", 0) != 0:
+        raise refuse(f"its run.json says {meta.get('status')!r} at agent step {meta.get('steps_done')}")
     print(f"qrepro: {out} holds a run of this configuration that stopped ({meta['status']}) before its first "
           "checkpoint; starting it again from step 0", file=sys.stderr)
     (out / "metrics.csv").unlink(missing_ok=True)

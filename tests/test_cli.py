@@ -112,7 +112,9 @@ def test_a_run_killed_before_its_first_checkpoint_starts_again_and_anything_else
     # another configuration's run, a finished run whose checkpoint is gone, or files that are not a run's: refused,
     # each naming why, and nothing is touched
     cases = {"another": ({**meta, "status": "running"}, {}, "its run.json is of another configuration"),
-             "finished": ({**meta, "status": "complete"}, {}, "its run.json says 'complete'"),
+             "finished": ({**meta, "status": "complete"}, {}, "its run.json says 'complete' at agent step 100"),
+             "checkpointed": ({**meta, "status": "interrupted", "steps_done": 50}, {},
+                              "its run.json says 'interrupted' at agent step 50"),
              "foreign": ({**meta, "status": "running"}, {"notes.txt": "mine"}, "it holds notes.txt, run.json")}
     for name, (run_json, extra, needle) in cases.items():
         folder = tmp_path / name
