@@ -78,6 +78,20 @@ def test_every_claim_names_a_declared_suite_and_figure():
         assert claim.figure in figures, f"{claim.id}: {claim.figure} is not declared by any suite"
 
 
+# Plots that draw analysis.figures.learning_curves' summary: the mean over seeds with its 95% bootstrap CI (the
+# van Hasselt Fig. 3 form, overestimation_curves, keeps the paper's median and 10-90% band).
+MEAN_CI_PLOTS = ("learning_curves", "naf_vs_ddpg_curves", "imagination_curves", "tabular_convergence")
+
+
+def test_every_learning_curve_caption_names_the_summary_the_figure_draws():
+    for suite_id in SUITE_IDS:
+        for figure in load_suite(suite_id)["figures"]:
+            caption = " ".join(figure["caption"].split())
+            if figure["plot"] in MEAN_CI_PLOTS:
+                assert "mean over seeds" in caption and "95%" in caption, (suite_id, figure["name"], caption)
+                assert "median" not in caption and "10-90%" not in caption, (suite_id, figure["name"], caption)
+
+
 def test_every_plot_and_table_kind_of_the_schema_has_a_function():
     schema = json.loads((REPO / "experiments" / "schemas" / "suite.schema.json").read_text())
     plots = schema["$defs"]["figure"]["properties"]["plot"]["enum"]
