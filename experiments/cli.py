@@ -6,6 +6,7 @@ import argparse
 import ast
 import dataclasses
 import inspect
+import json
 import sys
 import textwrap
 import time
@@ -155,8 +156,6 @@ def restart_before_first_checkpoint(out: Path, cfg: RunConfig) -> None:
     out-of-memory kill, a scheduler's hard limit) before its first checkpoint. Such a run cannot be resumed and
     nothing of it can be kept, so a retry starts it again from step 0 instead of failing on every retry. Anything
     else is refused, and left as it is."""
-    import json
-
     def refuse(why: str) -> ConfigError:
         return ConfigError(f"--out {out}: folder is not empty and holds no qrepro checkpoint ({why}); "
                            "give a new folder")
