@@ -76,11 +76,12 @@ class MemberLinear(nn.Module):
 def member_linear(flat: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """[M, N, in] -> [M, N, out] with weight [M, in, out] and bias [M, out]: one batched matmul."""
     if weight.shape[2] == 1:
-        # A one-column product goes to a matrix-vector kernel whose rounding depends on the number of
-        # members (measured: up to 1e-5 apart for member 1 of 2 and a single member); with a zero column
-        # beside it, it is an ordinary matrix product whose per-member result does not.
-        weight = torch.cat([weight, torch.zeros_like(weight)], 2)
-        return torch.bmm(flat, weight)[..., :1] + bias.unsqueeze(1)
+        # A one-column product as a batched matmul goes to a matrix-vector kernel whose rounding depends on the
+        # number of members (measured: up to 1e-5 apart for member 1 of 2 and a single member). A product and a
+        # sum over the input axis rounds each row the same way for any M, and costs less than the matmul with a
+        # zero column beside it that it replaces (one thread, 256 inputs, batch 64, forward + backward: 82
+        # against 147 us for one member, 155 against 475 us for eight).
+        return (flat * weight.transpose(1, 2)).sum(-1, keepdim=True) + bias.unsqueeze(1)
     return torch.baddbmm(bias.unsqueeze(1), flat, weight)
 
 

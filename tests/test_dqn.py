@@ -78,6 +78,12 @@ def test_a_member_batched_linear_layer_gives_member_k_the_bits_of_a_single_membe
     many, one = MemberLinear(layers), MemberLinear(layers[3:4])
     assert torch.equal(many(x)[3], one(x[3:4])[0])
     assert torch.equal(many(x.unsqueeze(2))[3], one(x[3:4].unsqueeze(2))[0])  # extra batch dimensions
+    # nor may its gradients (a one-column layer is a product and a sum, with a backward pass of its own)
+    x_many, x_one = x.clone().requires_grad_(), x[3:4].clone().requires_grad_()
+    many(x_many).pow(2).sum().backward()
+    one(x_one).pow(2).sum().backward()
+    assert torch.equal(many.weight.grad[3], one.weight.grad[0]) and torch.equal(many.bias.grad[3], one.bias.grad[0])
+    assert torch.equal(x_many.grad[3], x_one.grad[0])
 
 
 def test_grad_clipping_and_polyak_act_per_member():
