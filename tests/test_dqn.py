@@ -86,6 +86,32 @@ def test_a_member_batched_linear_layer_gives_member_k_the_bits_of_a_single_membe
     assert torch.equal(x_many.grad[3], x_one.grad[0])
 
 
+def test_a_fused_mlp_gives_each_member_the_outputs_and_gradients_of_its_own_sequential_and_leaves_its_input():
+    """MemberSequential runs activations after linear layers in place: the numbers may not change, nor the input
+    (an activation before any linear layer must not run in place), with autograd on or off."""
+    def make():
+        return torch.nn.Sequential(torch.nn.Tanh(), torch.nn.Linear(5, 7), torch.nn.ReLU(), torch.nn.Linear(7, 3),
+                                   torch.nn.Tanh())
+    fused = batch_members(make, [0, 1, 2])
+    assert type(fused).__name__ == "MemberSequential"
+    x = torch.randn(3, 4, 5)
+    x_before = x.clone()
+    y = fused(x)
+    assert torch.equal(x, x_before)
+    y.pow(2).sum().backward()
+    with torch.no_grad():
+        assert torch.equal(fused(x), y.detach())
+    for k in range(3):
+        single = make()
+        single.load_state_dict(member_state(fused, k))
+        yk = single(x[k])
+        torch.testing.assert_close(y[k], yk, rtol=1e-6, atol=1e-7)
+        yk.pow(2).sum().backward()
+        grads = member_grads(fused, k)
+        for n, p in single.named_parameters():
+            torch.testing.assert_close(grads[n], p.grad)
+
+
 def test_grad_clipping_and_polyak_act_per_member():
     w = torch.nn.Parameter(torch.zeros(2, 2))
     w.grad = torch.tensor([[3.0, 4.0], [0.3, 0.4]])
