@@ -51,12 +51,12 @@ def member_randn(gens: Sequence[torch.Generator], shape: Sequence[int], device: 
 class MemberLinear(nn.Module):
     """M linear layers: weight [M, in, out], bias [M, out]; state dicts hold torch's layout, [M, out, in].
 
-    Input [M, ..., in] -> output [M, ..., out]: one ``baddbmm`` for every member. The weight is kept as the
-    right-hand factor of that product rather than as torch's [out, in]: the product then reads it without a
-    transpose, and autograd's weight gradient comes in the parameter's own layout instead of being copied into
-    it after every backward pass. Measured, one thread, forward + backward + Adam of a 256-256 MLP, batch 64:
-    4.3-4.4 against 5.2-7.2 ms for 8 members, 0.72-0.75 against 0.77-0.90 ms for one. State dicts (checkpoints,
-    member_state exports) keep torch's layout through the two hooks below.
+    Input [M, ..., in] -> output [M, ..., out]: one ``baddbmm`` for every member (``member_linear``). The
+    weight is kept as the right-hand factor of that product rather than as torch's [out, in]: the product
+    then reads it without a transpose, and autograd's weight gradient comes in the parameter's own layout
+    instead of being copied into it after every backward pass. Measured, one thread, forward + backward +
+    Adam of a 256-256 MLP, batch 64: 4.3-4.4 against 5.2-7.2 ms for 8 members, 0.72-0.75 against 0.77-0.90 ms
+    for one. State dicts (checkpoints, member_state exports) keep torch's layout through the two hooks below.
     """
 
     def __init__(self, layers: Sequence[nn.Linear]):
@@ -74,7 +74,8 @@ class MemberLinear(nn.Module):
 
 
 def member_linear(flat: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """[M, N, in] -> [M, N, out] with weight [M, in, out] and bias [M, out]: one batched matmul."""
+    """[M, N, in] -> [M, N, out] with weight [M, in, out] and bias [M, out]: one batched matmul (one column:
+    an element-wise product and a sum, below)."""
     if weight.shape[2] == 1:
         # A one-column product as a batched matmul goes to a matrix-vector kernel whose rounding depends on the
         # number of members (measured: up to 1e-5 apart for member 1 of 2 and a single member). A product and a
