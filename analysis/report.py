@@ -156,7 +156,10 @@ def render_report(verdicts: pd.DataFrame, info: pd.DataFrame, scale: str, *,
            if total["with_cpu_time"] else "") + ".",
         f"Diverged members (seeds) by magnitude: {n_diverged} of {n_members} members with value estimates "
         f"(|Q estimate| above {tidy.Q_BOUND_MARGIN:g} x r_max / (1 - gamma), or the runner's per-member flag; "
-        "section Divergence). They stay in every estimate: dropping them would favour the unstable settings.",
+        "section Divergence). They stay in every estimate: dropping them would favour the unstable settings. "
+        "A member the runner stopped (non-finite loss; n_diverged in the result tables) keeps the evaluations "
+        "it logged before it stopped: its final score is their mean over the last 10% of its own steps, its "
+        "best score the best of them.",
         f"Training code: {', '.join(commits) if commits else 'unknown commit'}. Analysis code: {analysis_commit}.",
         (f"**Dirty checkout**: {len(dirty)} run(s) were trained from a checkout with uncommitted changes, so "
          f"their code is not exactly the commit above: {', '.join(dirty)}." if dirty

@@ -52,7 +52,9 @@ def result_table(df: pd.DataFrame, metric: str = "eval_return", *, last_fraction
                  human_table: str | None = None, reps: int = stats.AGGREGATE_REPS, base_seed: int = 0,
                  step_units: dict[str, str] | None = None) -> pd.DataFrame:
     """One row per (algo, env): mean and IQM of the final ``metric`` over seeds with CIs, n_runs, budget
-    (agent steps and frames), protocol, and Mnih et al. 2015's DQN score beside ``dqn`` on its 7 games.
+    (agent steps and frames), protocol, n_diverged (members the runner stopped for a non-finite loss, scored
+    on what they logged before: tidy.stopped_members), and Mnih et al. 2015's DQN score beside ``dqn`` on its
+    7 games.
 
     With ``human_table`` scores (and the published one) are human-normalized against that table.
     ``step_units``: algo -> what its step column counts where it is not agent steps (fitted Q-iteration:
@@ -61,6 +63,7 @@ def result_table(df: pd.DataFrame, metric: str = "eval_return", *, last_fraction
     scores = tidy.final_scores(df, metric, last_fraction=last_fraction)
     if human_table is not None:
         scores = tidy.human_normalized(scores, human_table)
+    stopped = tidy.stopped_members(df)
     rows = []
     for (algo, env), runs in scores.groupby(["algo", "env"], sort=True):
         estimates = _mean_and_iqm(f"{algo}|{env}", runs["score"].to_numpy(float), reps, base_seed)
@@ -70,7 +73,9 @@ def result_table(df: pd.DataFrame, metric: str = "eval_return", *, last_fraction
             budget = {"n_runs": budget["n_runs"], "steps": budget["agent_steps"],
                       "step_unit": unit or "agent steps", "frames": math.nan if unit else budget["frames"],
                       "protocol": budget["protocol"]}
-        rows.append({"algo": algo, "env": env, **estimates, **budget, "human_table": human_table or ""})
+        n_diverged = sum((algo, env, seed) in stopped for seed in runs["seed"])
+        rows.append({"algo": algo, "env": env, **estimates, **budget, "n_diverged": n_diverged,
+                     "human_table": human_table or ""})
     table = pd.DataFrame(rows)
     if table.empty:
         return table

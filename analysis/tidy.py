@@ -125,6 +125,14 @@ def _budget(rows: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
                                              protocol=("protocol", "first"))
 
 
+def stopped_members(df: pd.DataFrame, keys: Sequence[str] = RUN_KEYS) -> set[tuple]:
+    """The members (``keys`` tuples) the runner stopped: a ``diverged`` row with a value > 0 (a non-finite loss
+    or metric; experiments/runner.py logs no row of the member after it). Their scores here are computed from
+    the rows they logged before, so a final score is the mean over the last part of their own steps."""
+    flagged = df[(df["metric"] == "diverged") & (df["value"] > 0)]
+    return set(flagged[list(keys)].itertuples(index=False, name=None))
+
+
 def final_scores(df: pd.DataFrame, metric: str = "eval_return", *, last_fraction: float | None = None,
                  last_n_evals: int | None = None, keys: Sequence[str] = RUN_KEYS,
                  statuses: Sequence[str] | None = SCORED_STATUSES) -> pd.DataFrame:
