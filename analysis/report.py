@@ -158,8 +158,8 @@ def render_report(verdicts: pd.DataFrame, info: pd.DataFrame, scale: str, *,
         f"(|Q estimate| above {tidy.Q_BOUND_MARGIN:g} x r_max / (1 - gamma), or the runner's per-member flag; "
         "section Divergence). They stay in every estimate: dropping them would favour the unstable settings. "
         "A member the runner stopped (non-finite loss; n_diverged in the result tables) keeps the evaluations "
-        "it logged before it stopped: its final score is their mean over the last 10% of its own steps, its "
-        "best score the best of them.",
+        f"it logged before it stopped: its final score is their mean over the last {tidy.FINAL_FRACTION:.0%} of "
+        "its own steps, its best score the best of them.",
         f"Training code: {', '.join(commits) if commits else 'unknown commit'}. Analysis code: {analysis_commit}.",
         (f"**Dirty checkout**: {len(dirty)} run(s) were trained from a checkout with uncommitted changes, so "
          f"their code is not exactly the commit above: {', '.join(dirty)}." if dirty

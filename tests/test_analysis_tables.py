@@ -32,12 +32,14 @@ def test_result_table_gives_mean_and_iqm_with_cis_runs_budget_and_the_published_
 def test_result_table_counts_the_members_the_runner_stopped_and_scores_them_on_what_they_logged_before():
     """A member stopped for a non-finite loss logs a diverged row and nothing after it: it stays in the table,
     scored on its own last evaluations, and n_diverged says how many such members a row holds."""
-    df = _tidy(lambda a, e, seed, step: float(seed), algos=("naf",), envs=("HalfCheetah-v5",), steps=(0, 50, 100))
+    df = _tidy(lambda a, e, seed, step: seed + step / 100, algos=("naf",), envs=("HalfCheetah-v5",),
+               steps=(0, 50, 100))
     df = df[~((df["seed"] == 2) & (df["step"] == 100))]  # seed 2 stopped between its evaluations at 50 and 100
     stop = df[(df["seed"] == 2) & (df["step"] == 50)].assign(step=60, frames=240, metric="diverged", value=1.0)
     table = tables.result_table(pd.concat([df, stop]), reps=REPS).iloc[0]
     assert (table["n_runs"], table["n_diverged"], table["agent_steps"]) == (3, 1, 100)
-    assert table["mean"] == pytest.approx(1.0)  # seeds 0, 1, 2 score 0, 1, 2: seed 2 on its evaluation at 50
+    # seeds 0 and 1 score 1 and 2 at step 100; seed 2 scores 2.5, its own last evaluation (step 50), not dropped
+    assert table["mean"] == pytest.approx((1 + 2 + 2.5) / 3)
     healthy = tables.result_table(df[df["seed"] < 2], reps=REPS).iloc[0]
     assert healthy["n_diverged"] == 0
 
