@@ -248,8 +248,8 @@ def diverged_members(df: pd.DataFrame, run_config: pd.DataFrame, *, metric: str 
     out["bound"] = [b for b, _ in bounds]
     out["bound_source"] = [s for _, s in bounds]
     out["diverged_by_magnitude"] = out["max_abs_q"] > out["bound"]
-    flags = df[df["metric"] == "diverged"].groupby(keys, sort=True)["value"].max() > 0
-    out["diverged_flag"] = out.set_index(keys).index.map(flags).fillna(False).astype(bool) if len(flags) else False
+    stopped = stopped_members(df, keys)
+    out["diverged_flag"] = [member in stopped for member in out[keys].itertuples(index=False, name=None)]
     out["diverged"] = out["diverged_by_magnitude"] | out["diverged_flag"]
     return out[columns]
 
