@@ -141,6 +141,7 @@ class Runner:
         env = make_env(c.env, [env_seed(s, f"eval/{step}") for s in c.seeds], "eval", self.protocol)
         gens = torch_generators(c.seeds, f"eval-act/{step}")
         M = len(c.seeds)
+        dead = self.agent.diverged.tolist()
         stacker = FrameStacker(env.reset(), self.frame_stack)
         ev = Evaluation(*([[] for _ in range(M)] for _ in range(4)))
         ep_q: list[list[float]] = [[] for _ in range(M)]
@@ -150,7 +151,7 @@ class Runner:
             obs = stacker.obs()
             q = self.agent.value_estimate(obs.unsqueeze(1))[:, 0].cpu().numpy()
             actions = self.agent.act_eval(obs, gens)
-            res = env.step(actions)
+            res = env.step(self._stand_in(actions, dead))
             rewards = self.train_reward(res.reward)
             life_lost = res.life_lost if res.life_lost is not None else np.zeros(M, dtype=bool)
             for k in range(M):
@@ -185,6 +186,18 @@ class Runner:
             frames = torch.as_tensor(res.final_obs)
         return self.agent.value_estimate(frames.unsqueeze(1))[:, 0].cpu().numpy()
 
+    def _stand_in(self, actions: np.ndarray, dead: list[bool]) -> np.ndarray:
+        """The actions the environments get: a diverged member's continuous action (its frozen parameters are
+        not finite, so neither is its policy's output) replaced by the point of the action box nearest 0. Its
+        environment keeps stepping in lockstep with the others and nothing of it is logged any more; a NaN
+        action would only make the simulator warn and reset on every step."""
+        if actions.dtype.kind != "f" or not any(dead):
+            return actions
+        space = self.env.action_space
+        held = actions.copy()
+        held[np.asarray(dead)] = np.clip(np.zeros(space.shape, held.dtype), space.low, space.high)
+        return held
+
     # ---------------------------------------------------------------------------------------- loop
     def train(self, state: dict | None) -> Iterator[tuple[str, dict]]:
         """Yield ("checkpoint", state) at checkpoints and ("done", state) at the end (or on divergence)."""
@@ -213,7 +226,7 @@ class Runner:
         while step < c.steps:
             obs = stacker.obs()
             actions = self.agent.act(obs, step)
-            res = self.env.step(actions)
+            res = self.env.step(self._stand_in(actions, dead))
             self.replay.add(stacker.newest(), actions, self.train_reward(res.reward), res.terminated, res.truncated,
                             res.final_obs)
             self.agent.observe(stacker.obs(), actions, res.reward, res.terminated, res.truncated, res.final_obs)

@@ -218,6 +218,40 @@ def test_member_k_of_a_multi_seed_run_follows_the_single_seed_run(algo, device):
     np.testing.assert_allclose([r[-1] for r in got], [r[-1] for r in want], rtol=1e-4)
 
 
+def test_a_diverged_members_environment_gets_finite_actions_inside_the_box_in_training_and_evaluation(
+        monkeypatch):
+    """A member stopped for a non-finite loss keeps its NaN parameters, and its environment keeps stepping in
+    lockstep with the others: it gets the point of the action box nearest 0, never its policy's NaN output,
+    while the healthy member acts as it would alone."""
+    sent: list[np.ndarray] = []  # every action array any environment of the run is given, training and evaluation
+
+    def recording_make_env(*args, **kwargs):
+        env = make_env(*args, **kwargs)
+        step = env.step
+        env.step = lambda actions: (sent.append(np.array(actions)), step(actions))[1]
+        return env
+
+    monkeypatch.setattr("experiments.runner.make_env", recording_make_env)
+    sets = _sets("ddpg")  # evaluation every 150 steps
+    runner = Runner(build("ddpg", "Reacher-fixedH-v5", [0, 1], 300, sets), torch.device("cpu"))
+    with torch.no_grad():  # member 0's critic returns NaN from the start: its first loss is not finite
+        runner.agent.head.get_parameter("critic.out.bias")[0] = float("nan")
+    *_, (_, state) = runner.train(None)
+    runner.env.close()
+    assert state["diverged_seeds"] == [0]
+    assert np.isnan(runner.agent.head.get_parameter("actor.out.weight")[0].detach().numpy()).any()  # its policy is NaN
+    assert len(sent) > 300 and np.isfinite(np.stack(sent)).all()  # 300 training steps and two evaluations
+    assert (sent[-1][0] == 0.0).all()  # Reacher's box is [-1, 1]^2: 0 is inside
+    monkeypatch.undo()
+    alone = Runner(build("ddpg", "Reacher-fixedH-v5", [1], 300, sets), torch.device("cpu"))
+    *_, (_, alone_state) = alone.train(None)
+    alone.env.close()
+    got = [r[5:] for r in state["rows"] if r[5] == 1 and r[9] != "steps_per_second"]
+    want = [r[5:] for r in alone_state["rows"] if r[9] != "steps_per_second"]
+    assert [r[:-1] for r in got] == [r[:-1] for r in want]
+    np.testing.assert_allclose([r[-1] for r in got], [r[-1] for r in want], rtol=1e-4)
+
+
 @pytest.mark.parametrize("algo, extra", [(algo, []) for algo in CONTINUOUS]
                          + [("ddpg", ["batch_norm=true", "noise=gaussian"]), ("naf", ["batch_norm=true"])])
 def test_smoke_run_of_every_continuous_variant_writes_the_run_contract(tmp_path, algo, extra):
