@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import experiments.runner as runner_mod
+from algorithms.agent import Agent
 from envs.base import MemberEnv, Step
 from experiments.config import build
 from experiments.runner import Runner
@@ -42,11 +43,12 @@ class ScriptedLives(MemberEnv):
                     truncated, final, finished, life_lost=life_lost & ~game_over)
 
 
-class ConstantQ:
-    """Evaluation stand-in: acts 0, estimates max_a Q = value everywhere."""
+class ConstantQ(Agent):
+    """Evaluation stand-in (one healthy member): acts 0, estimates max_a Q = value everywhere."""
 
     def __init__(self, value: float):
         self.value = value
+        self.diverged = torch.zeros(1, dtype=torch.bool)
 
     def value_estimate(self, obs: torch.Tensor) -> torch.Tensor:
         return torch.full(obs.shape[:2], self.value)
