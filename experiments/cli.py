@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from experiments.allocator import keep_freed_memory
 from experiments.config import ConfigError, RunConfig, RunSettings, build, family_module
 from experiments.contract import (
     EXIT_BAD_INPUT,
@@ -300,6 +301,9 @@ def bench(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in ("train", "bench"):
+        # before the run allocates: freed memory stays in the process (experiments/allocator.py says why)
+        keep_freed_memory()
     if args.command == "train":
         return train(args)
     if args.command == "keys":

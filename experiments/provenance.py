@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from experiments import allocator
+
 PACKAGES = ("qrepro", "torch", "numpy", "gymnasium", "ale-py", "mujoco", "pandas", "rliable")
 
 
@@ -45,7 +47,8 @@ def git_commit(root: Path | None = None) -> dict[str, str | bool]:
 
 def device_info(device: torch.device) -> dict[str, str | int]:
     info: dict[str, str | int] = {"device": str(device), "cpu": platform.processor() or platform.machine(),
-                                  "cpu_count": os.cpu_count() or 0, "torch_threads": torch.get_num_threads()}
+                                  "cpu_count": os.cpu_count() or 0, "torch_threads": torch.get_num_threads(),
+                                  "malloc": allocator.setting()}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
