@@ -35,6 +35,7 @@ RUN_JSON_FIELDS = {
     "status": "status",
     "wall_time_s": "wall_time_s",
     "cpu_time_s": "cpu_time_s",
+    "peak_memory_mb": "peak_memory_mb",
     "config_hash": "config_hash",
     "git_commit": "git.commit",
     "device": "device.device",

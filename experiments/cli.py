@@ -26,7 +26,7 @@ from experiments.contract import (
     write_run_json,
 )
 from experiments.progress import FolderLocked, Progress, RunLock, StopSignals
-from experiments.provenance import device_info, git_commit, versions
+from experiments.provenance import device_info, git_commit, peak_memory_mb, versions
 
 
 def field_docs(cls) -> dict[str, str]:
@@ -227,6 +227,9 @@ def train(args) -> int:
     # CPU time of this process, all its threads: the cost of the run whatever else shared the machine (wall
     # time grows with contention). None when resuming a checkpoint written before it was recorded.
     prior_cpu = state.get("cpu_time") if state else 0.0
+    # Peak resident memory: the largest of this process's and, for a resumed run, its earlier processes'. None
+    # when resuming a checkpoint written before it was recorded.
+    prior_peak = state.get("peak_memory_mb") if state else 0.0
     meta = {"run_id": runner.run_id, "config": cfg.as_dict(), "config_hash": cfg.hash(), "git": git_commit(),
             "versions": versions(), "device": device_info(device), "protocol": runner.protocol,
             "env_settings": getattr(runner.env, "settings", {}), "frames_per_step": runner.env.frames_per_step,
@@ -237,6 +240,8 @@ def train(args) -> int:
         extra = {k: st[k] for k in ("diverged_seeds",) if k in st}
         if st.get("cpu_time") is not None:
             extra["cpu_time_s"] = round(st["cpu_time"], 3)
+        if st.get("peak_memory_mb") is not None:
+            extra["peak_memory_mb"] = st["peak_memory_mb"]
         write_run_json(out / "run.json", meta, status, steps_done=st["step"],
                        wall_time_s=round(st["wall_time"], 3), **extra)
 
@@ -248,6 +253,8 @@ def train(args) -> int:
                 # in the checkpoint too, so a resumed run adds to the time spent before it (compute spent)
                 st["wall_time"] = prior_wall + time.time() - wall0
                 st["cpu_time"] = None if prior_cpu is None else prior_cpu + time.process_time() - cpu0
+                peak = peak_memory_mb()
+                st["peak_memory_mb"] = None if prior_peak is None or peak is None else max(prior_peak, peak)
                 atomic_torch_save(ckpt_path, st)
                 record(st, st["status"])
                 if kind == "done":

@@ -89,5 +89,6 @@ def write_metrics(path: str | Path, rows: Iterable[tuple], extra_columns: Iterab
 
 def write_run_json(path: str | Path, meta: dict, status: str, **fields) -> Path:
     """run.json: the run's provenance (``meta``), its status (running, complete, diverged, interrupted, failed)
-    and what that status carries (steps_done, wall_time_s, cpu_time_s, diverged_seeds, error)."""
+    and what that status carries (steps_done, wall_time_s, cpu_time_s,
+    peak_memory_mb, diverged_seeds, error)."""
     return atomic_write_json(path, {**meta, "status": status, **fields})

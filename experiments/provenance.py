@@ -6,6 +6,7 @@ import importlib.metadata
 import os
 import platform
 import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -52,3 +53,14 @@ def device_info(device: torch.device) -> dict[str, str | int]:
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
+
+
+def peak_memory_mb() -> float | None:
+    """This process's peak resident memory so far in MiB (getrusage's ru_maxrss), None where the platform has
+    no such count. What a scheduler's memory request (Snakemake's mem_mb, SLURM's --mem) must cover."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)  # bytes on macOS, KiB on Linux

@@ -55,3 +55,26 @@ def test_keep_freed_memory_is_a_no_op_off_linux(monkeypatch):
     monkeypatch.setattr(allocator, "_kept", False)
     assert allocator.keep_freed_memory() is False
     assert allocator.setting() == "default"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="getrusage's ru_maxrss units checked on Linux")
+def test_peak_memory_counts_memory_the_process_touched():
+    # run.json's peak_memory_mb (what a scheduler's memory request must cover): a fresh process that writes a
+    # 256 MiB block (mapped apart from the heap, so every page is new) peaks at least 256 MiB above its resident
+    # size before it, and the peak stays after the block is freed
+    probe = """
+import json
+import numpy as np
+from experiments.provenance import peak_memory_mb
+def resident_mb():
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmRSS")) / 1024
+peak_before, resident_before = peak_memory_mb(), resident_mb()
+block = np.ones(256 * 2**20, dtype=np.uint8)
+del block
+print(json.dumps([peak_before, resident_before, peak_memory_mb(), resident_mb()]))
+"""
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=120,
+                         check=True)
+    peak_before, resident_before, peak_after, resident_after = json.loads(out.stdout)
+    assert resident_before + 256 - 1 <= peak_after <= peak_before + 256 + 1
+    assert resident_after < peak_after - 200  # freed, yet the peak remembers it

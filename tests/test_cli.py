@@ -15,6 +15,7 @@ import torch
 
 from experiments.cli import main
 from experiments.contract import COLUMNS
+from experiments.provenance import peak_memory_mb
 
 SMALL = ["--set", "learning_starts=50", "--set", "batch_size=16", "--set", "eval_episodes=2",
          "--set", "log_period=100"]
@@ -168,20 +169,26 @@ def test_killed_run_resumes_to_the_same_metric_rows_as_an_uninterrupted_run(tmp_
     checkpoint = torch.load(cut / "checkpoints" / "latest.pt", weights_only=True)
     before, before_cpu = checkpoint["wall_time"], checkpoint["cpu_time"]
     assert before > 0 and before_cpu > 0
+    before_peak = checkpoint["peak_memory_mb"]  # the killed process's peak so far
+    assert before_peak > 0
     # a checkpoint written before CPU time was recorded: the resumed run cannot know its total, so it gives none
     old = tmp_path / "old"
     shutil.copytree(cut, old)
-    torch.save({k: v for k, v in checkpoint.items() if k != "cpu_time"}, old / "checkpoints" / "latest.pt")
-    started, cpu_started = time.time(), time.process_time()
+    torch.save({k: v for k, v in checkpoint.items() if k not in ("cpu_time", "peak_memory_mb")},
+               old / "checkpoints" / "latest.pt")
+    started, cpu_started, peak_before_resume = time.time(), time.process_time(), peak_memory_mb()
     assert main(["train", *args, "--out", str(cut)]) == 0
     resumed_for, resumed_cpu = time.time() - started, time.process_time() - cpu_started
     meta = json.loads((cut / "run.json").read_text())
     assert meta["status"] == "complete" and 0 < meta["resumed_from_step"] < 3000
     assert before < meta["wall_time_s"] <= before + resumed_for
     assert before_cpu < meta["cpu_time_s"] <= before_cpu + resumed_cpu
+    # peak memory: the larger of the killed process's and this one's (pytest's own, since main ran in it)
+    assert max(before_peak, peak_before_resume) <= meta["peak_memory_mb"] <= max(before_peak, peak_memory_mb())
     assert main(["train", *args, "--out", str(old)]) == 0
     old_meta = json.loads((old / "run.json").read_text())
     assert old_meta["status"] == "complete" and "cpu_time_s" not in old_meta and old_meta["wall_time_s"] > before
+    assert "peak_memory_mb" not in old_meta  # nothing known of the earlier process's peak
 
     def rows(path):
         df = pd.read_csv(path / "metrics.csv")
