@@ -20,9 +20,9 @@ A whole training job gains far less, since it faults far fewer pages per step th
 DQN, DDPG and NAF allocate far smaller blocks, and their page faults are the same either way.
 
 ``keep_freed_memory`` changes only where blocks come from, never what is computed with them: results are
-bit-identical either way. The process's peak memory stays mapped until it exits (its resident size does not
-shrink after a peak), which suits a training job. A process that lives long after its peak would want the
-default.
+bit-identical either way. Up to 2 GiB of freed memory stays mapped until the process exits (its resident
+size shrinks only when more than that lies free at the top of the heap), which suits a training job. A
+process that lives long after its peak would want the default.
 """
 
 from __future__ import annotations
@@ -36,10 +36,13 @@ M_MMAP_MAX = -4
 
 
 def keep_freed_memory() -> bool:
-    """Serve every block from the heap and never give freed memory back to the system (glibc only).
+    """Serve every block from the heap and give freed memory back to the system only when more than 2 GiB of
+    it lies free at the top of the heap (glibc only).
 
     Sets mallopt(M_MMAP_MAX, 0) and the largest trim threshold mallopt takes (2**31 - 1 bytes). Large blocks
-    still get memory: the heap grows to hold them.
+    still get memory: the heap grows to hold them. It grows for good only where long-lived small blocks split
+    the holes that freed large ones leave (experiments/runner.py's PendingMetrics says how the runner avoids
+    that).
     Returns whether both settings took effect: False where the C library is not glibc (macOS, musl), and
     then nothing is changed.
     """

@@ -240,8 +240,8 @@ def train(args) -> int:
         extra = {k: st[k] for k in ("diverged_seeds",) if k in st}
         if st.get("cpu_time") is not None:
             extra["cpu_time_s"] = round(st["cpu_time"], 3)
-        if st.get("peak_memory_mb") is not None:
-            extra["peak_memory_mb"] = st["peak_memory_mb"]
+        if st.get("peak_memory_mb") is not None:  # measured again: the checkpoint's save and the metrics' write
+            st["peak_memory_mb"] = extra["peak_memory_mb"] = max(st["peak_memory_mb"], peak_memory_mb() or 0.0)
         write_run_json(out / "run.json", meta, status, steps_done=st["step"],
                        wall_time_s=round(st["wall_time"], 3), **extra)
 
