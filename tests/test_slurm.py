@@ -172,12 +172,12 @@ def _results(root: Path, value: float, speed: float) -> Path:
                          "metric": ["eval_return", "steps_per_second"], "value": [value, speed]})
     rows.to_csv(tidy / "suite.csv", index=False)
     provenance = pd.DataFrame({"run_dir": ["runs/r"], "config_hash": ["abc"], "wall_time_s": [speed],
-                               "started": [f"t{speed}"]})
+                               "cpu_time_s": [speed / 2], "started": [f"t{speed}"], "peak_memory_mb": [speed * 3]})
     provenance.to_csv(root / "results" / "smoke" / "provenance.csv", index=False)
     return root
 
 
-def test_compare_results_ignores_timing_but_flags_a_changed_metric_row(tmp_path):
+def test_compare_results_ignores_timing_and_memory_but_flags_a_changed_metric_row(tmp_path):
     local = _results(tmp_path / "local", value=1.5, speed=100.0)
     same = _results(tmp_path / "same", value=1.5, speed=7.0)
     other = _results(tmp_path / "other", value=2.5, speed=100.0)

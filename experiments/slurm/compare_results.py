@@ -1,7 +1,7 @@
 """Check that two workflow working directories made the same results at one scale: the same files under
 results/<scale>/, the same tidy rows, result tables and claim verdicts, and the same provenance, apart from
-what measures time (steps_per_second rows, wall_time_s, started). CI uses it to show that the SLURM executor
-makes what the local executor makes.
+what measures the machine (steps_per_second rows, wall_time_s, cpu_time_s, started, peak_memory_mb). CI uses it
+to show that the SLURM executor makes what the local executor makes.
 
     python experiments/slurm/compare_results.py LOCAL_DIR SLURM_DIR [--scale smoke]
 
@@ -18,8 +18,8 @@ import pandas as pd
 
 # Tidy rows that measure the machine, not the run (experiments/runner.py logs them every log_period).
 TIMING_METRICS = ("steps_per_second",)
-# Provenance columns that measure time.
-TIMING_COLUMNS = ("wall_time_s", "cpu_time_s", "started")
+# Provenance columns that measure the machine (time taken, resident memory), not what the run computed.
+MACHINE_COLUMNS = ("wall_time_s", "cpu_time_s", "started", "peak_memory_mb")
 
 
 def _tidy(frame: pd.DataFrame) -> pd.DataFrame:
@@ -27,7 +27,7 @@ def _tidy(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _provenance(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame.drop(columns=[c for c in TIMING_COLUMNS if c in frame])
+    return frame.drop(columns=[c for c in MACHINE_COLUMNS if c in frame])
 
 
 def _compare(name: str, a: pd.DataFrame, b: pd.DataFrame) -> str | None:
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.first} and {args.second} differ:\n  " + "\n  ".join(problems), file=sys.stderr)
         return 1
     print(f"same results/{args.scale} in {args.first} and {args.second}: {rows} rows of tidy tables, result "
-          f"tables and provenance (timing left out: {', '.join(TIMING_METRICS + TIMING_COLUMNS)})")
+          f"tables and provenance (timing and memory left out: {', '.join(TIMING_METRICS + MACHINE_COLUMNS)})")
     return 0
 
 
