@@ -40,6 +40,9 @@ RUN_JSON_FIELDS = {
     "git_commit": "git.commit",
     "device": "device.device",
 }
+# The run_info columns that measure the machine a run used (time, memory), not what the run computed: the
+# same run on another machine or executor differs in these only (experiments/slurm/compare_results.py).
+MACHINE_FIELDS = ("wall_time_s", "cpu_time_s", "peak_memory_mb")
 
 
 def read_run_json(run_dir: str | Path) -> dict:

@@ -16,10 +16,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis.tidy import MACHINE_FIELDS
+
 # Tidy rows that measure the machine, not the run (experiments/runner.py logs them every log_period).
 TIMING_METRICS = ("steps_per_second",)
-# Provenance columns that measure the machine (time taken, resident memory), not what the run computed.
-MACHINE_COLUMNS = ("wall_time_s", "cpu_time_s", "started", "peak_memory_mb")
+# Provenance columns that measure the machine (time taken, resident memory) or the moment a run started.
+MACHINE_COLUMNS = (*MACHINE_FIELDS, "started")
 
 
 def _tidy(frame: pd.DataFrame) -> pd.DataFrame:
