@@ -125,6 +125,11 @@ class Claim:
     """The source's training budget per run: ``note`` (text, with its source) and, where the source states one
     number, ``amount`` in ``unit`` (one of ``BUDGET_UNITS``) so the report can say what fraction of it ours is."""
 
+    counterpart: str | None = None
+    """The id of another claim that tests the same published result on a cheaper testbed (MinAtar for an Atari
+    claim); the report prints its verdicts in this claim's section, so that a claim not run at a scale points to
+    the evidence that is. Its comparison may differ (e.g. another baseline): the report names both."""
+
     def __post_init__(self):
         def invalid(key, value, valid):
             return ValueError(f"claim {self.id!r}: {key} {value!r} is not valid; valid: {', '.join(valid)}")
@@ -212,6 +217,17 @@ def load_claims(path: str | Path = CLAIMS_PATH) -> list[Claim]:
     duplicated = sorted({i for i in ids if ids.count(i) > 1})
     if duplicated:
         raise ValueError(f"duplicate claim ids {duplicated} in {path}")
+    by_id = {c.id: c for c in claims}
+    for claim in claims:
+        if claim.counterpart is None:
+            continue
+        other = by_id.get(claim.counterpart)
+        if other is None:
+            raise ValueError(f"claim {claim.id!r}: counterpart {claim.counterpart!r} is not a claim in {path}; "
+                             f"valid: {', '.join(sorted(set(ids) - {claim.id}))}")
+        if other.suite == claim.suite:
+            raise ValueError(f"claim {claim.id!r}: counterpart {other.id!r} is in the same suite "
+                             f"({claim.suite}); a counterpart tests the result on another testbed")
     return claims
 
 
@@ -555,5 +571,6 @@ def evaluate_all(claims: Sequence[Claim], df: pd.DataFrame, scale: str, *, reps:
             rows.append({**dataclasses.asdict(verdict), "suite": claim.suite, "source": claim.source,
                          "statement": claim.statement, "comparison": claim.comparison, "a": claim.a,
                          "b": claim.b or "", "published_note": claim.published_note, "figure": claim.figure or "",
-                         "published_budget": claim.published_budget.get("note", "")})
+                         "published_budget": claim.published_budget.get("note", ""),
+                         "counterpart": claim.counterpart or ""})
     return pd.DataFrame(rows)

@@ -107,13 +107,37 @@ def _markdown_rows(header: list[str], rows: list[list[str]]) -> list[str]:
     return [line(header), "|" + "---|" * len(header), *(line(r) for r in rows)]
 
 
+def _counterpart(row, verdicts: pd.DataFrame) -> list[str]:
+    """The section lines naming the claim's counterpart (claims.Claim.counterpart) and its verdicts, scope by
+    scope, so that a claim not run at this scale points to the evidence on the cheaper testbed."""
+    name = row.get("counterpart", "")
+    if not name:
+        return []
+    other = verdicts[verdicts["claim_id"] == name]
+    if other.empty:
+        return [f"- counterpart: {name} (not in this report)"]
+    first = other.iloc[0]
+    comparison = first["comparison"] + (f" ({first['a']} vs {first['b']})" if first["b"] else f" ({first['a']})")
+    counts = other["verdict"].value_counts()
+    tally = ", ".join(f"{counts[v]} {v}" for v in (claims.REPRODUCED, claims.CONTRADICTED, claims.INCONCLUSIVE,
+                                                     claims.NOT_RUN) if v in counts)
+    lines = [f"- counterpart: {name}, the same published result on another testbed ({first['suite']} suite; "
+             f"test {comparison}): {tally} of {len(other)} scopes; its own section gives its budget"]
+    lines += [f"  - {o['scope']}: {o['verdict']}" + (f", {_estimate(o)}" if _estimate(o) else "")
+              + f" ({o['n_runs']} runs)" for _, o in other.iterrows()]
+    return lines
+
+
 def _not_run(verdicts: pd.DataFrame) -> str:
     """ ", K not run (suites: a, b)": claims with no runs to judge (suite not run at this scale, or its runs all
     failed), counted apart so that a reader does not take them for weak evidence."""
     none = verdicts[verdicts["verdict"] == claims.NOT_RUN]
     if none.empty:
         return ""
-    return f", {len(none)} not run (suites: {', '.join(sorted(none['suite'].unique()))})"
+    pointed = none["counterpart"].astype(bool).sum() if "counterpart" in none.columns else 0
+    return (f", {len(none)} not run (suites: {', '.join(sorted(none['suite'].unique()))}"
+            + (f"; {pointed} of them name a counterpart claim on a cheaper testbed, whose verdicts their sections "
+               "give" if pointed else "") + ")")
 
 
 def render_report(verdicts: pd.DataFrame, info: pd.DataFrame, scale: str, *,
@@ -196,6 +220,7 @@ def render_report(verdicts: pd.DataFrame, info: pd.DataFrame, scale: str, *,
             f"- runs: {r['n_runs']}" + (f" ({r['runs']})" if r["runs"] else ""),
             f"- budget: {_budget(r)}",
             f"- why: {r['reason']}",
+            *_counterpart(r, verdicts),
         ]
         if _figure_link(r):
             lines += ["", f"![{r['claim_id']}]({r['figure']}.{FIGURE_EXT})"]

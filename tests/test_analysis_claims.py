@@ -168,6 +168,34 @@ def test_invalid_claims_name_the_key_and_the_valid_choices(tmp_path):
         claims.load_claims(path)
 
 
+def test_a_counterpart_must_name_another_claim_on_another_testbed(tmp_path):
+    path = tmp_path / "claims.yaml"
+    entry = ("{id: %s, suite: %s, source: p, statement: s, metric: eval_return, comparison: prob_improvement, "
+             "a: a, b: b%s}")
+    path.write_text("claims:\n  - " + entry % ("atari", "atari_aggregate", ", counterpart: minatar") + "\n")
+    with pytest.raises(ValueError, match="counterpart 'minatar' is not a claim in .*; valid: $"):
+        claims.load_claims(path)
+    path.write_text("claims:\n  - " + entry % ("atari", "atari_aggregate", ", counterpart: other")
+                    + "\n  - " + entry % ("other", "atari_aggregate", "") + "\n")
+    with pytest.raises(ValueError, match="counterpart 'other' is in the same suite \\(atari_aggregate\\)"):
+        claims.load_claims(path)
+    path.write_text("claims:\n  - " + entry % ("atari", "atari_aggregate", ", counterpart: minatar")
+                    + "\n  - " + entry % ("minatar", "minatar_variants", "") + "\n")
+    assert [c.counterpart for c in claims.load_claims(path)] == ["minatar", None]
+
+
+def test_every_atari_claim_points_to_its_minatar_counterpart_with_the_same_treatment():
+    """The Atari-scale claims need a GPU; each names the MinAtar claim that tests its treatment on the CPU."""
+    by_id = {c.id: c for c in claims.load_claims()}
+    atari = [c for c in by_id.values() if c.suite in ("overestimation", "atari_aggregate")]
+    assert len(atari) == 6
+    for claim in atari:
+        other = by_id[claim.counterpart]
+        assert other.suite in ("overestimation_minatar", "minatar_variants"), claim.id
+        assert (other.a, other.metric, other.minus, other.comparison) == \
+            (claim.a, claim.metric, claim.minus, claim.comparison), claim.id
+
+
 def test_verdict_fields_are_plain_values_for_tables():
     verdict = _evaluate(_claim(), _table({"a": lambda s, j: 10.0 + s, "b": lambda s, j: float(s)}))
     assert all(isinstance(v, (str, int, float)) for v in dataclasses.asdict(verdict).values())

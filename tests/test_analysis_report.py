@@ -117,3 +117,22 @@ def test_each_claim_says_how_its_budget_compares_with_the_published_one(tmp_path
     assert ("- budget: ours 200 agent steps per run (3 runs); published a paper, Sec. 4: 600 agent steps; ours is "
             "50.0% of it") in text
     assert "- budget: ours no runs; published none stated by the source" in text
+
+
+def test_a_claim_not_run_gives_its_counterparts_verdicts_scope_by_scope(tmp_path):
+    verdicts, info = _verdicts_and_info(tmp_path)
+    # q_learning's claim stands in for a MinAtar claim; fitted_q's (no runs) for the Atari claim pointing to it
+    verdicts.loc[verdicts["claim_id"] == "tabular_fitted_q_converges", "counterpart"] = "tabular_q_learning_converges"
+    verdicts.loc[verdicts["claim_id"] == "tabular_q_learning_converges", "suite"] = "cheap"
+    text = report.render_report(verdicts, info, "quick")
+    assert ("1 not run (suites: tabular; 1 of them name a counterpart claim on a cheaper testbed, whose verdicts "
+            "their sections give)") in text
+    section = text.split("### tabular_fitted_q_converges", 1)[1].split("\n### ", 1)[0]
+    assert ("- counterpart: tabular_q_learning_converges, the same published result on another testbed (cheap "
+            "suite; test mean (q_learning)): 1 reproduced of 1 scopes; its own section gives its budget") in section
+    estimate = report._estimate(verdicts.iloc[0])
+    assert f"  - env=toy/chain-v0: reproduced, {estimate} (3 runs)" in section
+    other = text.split("### tabular_q_learning_converges", 1)[1].split("\n### ", 1)[0]
+    assert "- counterpart" not in other
+    verdicts.loc[verdicts["claim_id"] == "tabular_fitted_q_converges", "counterpart"] = "gone"
+    assert "- counterpart: gone (not in this report)" in report.render_report(verdicts, info, "quick")
