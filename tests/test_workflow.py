@@ -361,6 +361,10 @@ def test_smoke_workflow_produces_every_declared_figure_table_and_a_report_listin
     for claim in load_claims():
         # One section per claim and scope ("### <id> [<scope>]: <verdict>").
         assert f"### {claim.id} [" in report
+    # the claims table names each claim's counterpart on a cheaper testbed (empty where it has none)
+    verdicts = pd.read_csv(results / "tables" / "claims.csv", keep_default_na=False)
+    assert dict(zip(verdicts["claim_id"], verdicts["counterpart"], strict=True)) == \
+        {c.id: c.counterpart or "" for c in load_claims()}
     provenance = pd.read_csv(results / "provenance.csv")
     run_folders = sorted(str(p.parent.relative_to(tmp_path)) for p in (tmp_path / "runs").rglob("run.json"))
     assert sorted(provenance["run_dir"]) == run_folders

@@ -18,7 +18,8 @@ from analysis import claims, report, tables, tidy
 
 VERDICT_COLUMNS = ["claim_id", "scope", "suite", "verdict", "estimate", "estimate_ci_low", "estimate_ci_high", "null",
                    "published", "versus_published", "detectable", "comparison", "a", "b", "n_runs", "runs",
-                   "aggregation", "budget", "budget_fraction", "published_budget", "reason", "source", "statement"]
+                   "aggregation", "budget", "budget_fraction", "published_budget", "reason", "source", "statement",
+                   "counterpart"]
 ANALYSIS_PATHS = ("analysis", "experiments")
 
 
