@@ -42,7 +42,7 @@ from algorithms.members import (
     polyak_pairs,
     torch_generators,
 )
-from algorithms.optim import NATURE_EPS_MEAN_GRADIENT, CenteredRMSprop
+from algorithms.optim import NATURE_EPS_MEAN_GRADIENT, CenteredRMSprop, TorchRMSprop
 from algorithms.replay import SAMPLERS, Batch, ReplayBuffer, anneal
 
 LOSSES = ("huber", "mse")
@@ -194,8 +194,8 @@ def make_optimizer(cfg: QConfig, params, lr: float, weight_decay: float = 0.0) -
         return CenteredRMSprop(params, lr=lr, alpha=cfg.rmsprop_alpha, eps=cfg.rmsprop_eps,
                                centered=cfg.rmsprop_centered)
     if cfg.optimizer == "rmsprop_torch":
-        return torch.optim.RMSprop(params, lr=lr, alpha=cfg.rmsprop_alpha, eps=cfg.rmsprop_eps,
-                                   centered=cfg.rmsprop_centered, weight_decay=weight_decay)
+        return TorchRMSprop(params, lr=lr, alpha=cfg.rmsprop_alpha, eps=cfg.rmsprop_eps,
+                            centered=cfg.rmsprop_centered, weight_decay=weight_decay)
     return MemberAdam(params, lr=lr, eps=cfg.adam_eps, weight_decay=weight_decay)
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from algorithms.dqn import Agent, DQNConfig
-from algorithms.optim import NATURE_EPS_MEAN_GRADIENT, CenteredRMSprop
+from algorithms.optim import NATURE_EPS_MEAN_GRADIENT, CenteredRMSprop, TorchRMSprop, sqrt_without_subnormals
 
 
 def _steps(opt_factory, grads):
@@ -70,3 +70,49 @@ def test_dqn_default_rmsprop_step_is_deepminds_centered_eps_inside_sqrt_step():
     expected = -2.5e-4 * c / math.sqrt(0.0475 * c * c + 0.01 / 32**2)
     for p, b in zip(params, before, strict=True):
         assert torch.allclose(p.detach() - b, torch.full_like(b, expected), rtol=1e-4, atol=0)
+
+
+def test_sqrt_without_subnormals_is_torchs_root_for_normal_numbers_and_after_eps_for_all():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(200_000, generator=g) * torch.logspace(-45, 31, 200_000)
+    x = torch.cat([x[x < 2e31], torch.tensor([0.0, -0.0, 1e-45, 1e-39, 1.17e-38, -1e-39, -2.0, float("inf"),
+                                              float("nan")])])
+    tiny = torch.finfo(torch.float32).tiny
+    assert ((x > 0) & (x < tiny)).sum() > 1_000  # the subnormal range is exercised
+    normal = x >= tiny
+    assert torch.equal(sqrt_without_subnormals(x[normal].clone()), x[normal].sqrt())
+    for eps in (0.01, 1e-8):
+        ours, torchs = sqrt_without_subnormals(x.clone()).add_(eps), x.sqrt().add_(eps)
+        assert torch.equal(ours, torchs) or bool(((ours == torchs) | (ours.isnan() & torchs.isnan())).all())
+        assert torch.equal(ours.isnan(), torchs.isnan())
+
+
+@pytest.mark.parametrize("centered", [True, False])
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_torch_rmsprop_matches_torch_bit_for_bit_through_subnormal_averages(centered, weight_decay):
+    """Gradients that stop for half the weights: alpha 0.5 takes their averages through the subnormals
+    (below 1.2e-38) to zero, where the scaled square root takes over; parameters and state stay torch's to the
+    bit, and a state dict of either optimizer loads into the other."""
+    g = torch.Generator().manual_seed(1)
+    start = torch.randn(4, 64, generator=g)
+    grads = [torch.randn(4, 64, generator=g) * (1.0 if t < 20 else torch.arange(64).lt(32).float())
+             for t in range(200)]
+    ps = [start.clone().requires_grad_() for _ in range(2)]
+    kw = dict(lr=0.01, alpha=0.5, eps=0.01, centered=centered, weight_decay=weight_decay)
+    ours, torchs = TorchRMSprop([ps[0]], **kw), torch.optim.RMSprop([ps[1]], **kw)
+    tiny, subnormal_steps = torch.finfo(torch.float32).tiny, 0
+    for t, grad in enumerate(grads):
+        for p, opt in zip(ps, (ours, torchs), strict=True):
+            p.grad = grad.clone()
+            opt.step()
+        square_avg = ours.state[ps[0]]["square_avg"]
+        subnormal_steps += bool(((square_avg > 0) & (square_avg < tiny)).any())
+        if t == 100:  # swap state dicts half-way: a checkpoint of either resumes in the other
+            a, b = copy.deepcopy(ours.state_dict()), copy.deepcopy(torchs.state_dict())
+            ours.load_state_dict(b)
+            torchs.load_state_dict(a)
+    assert torch.equal(ps[0], ps[1])
+    # the subnormal path was taken (weight decay keeps every gradient, and so every average, normal)
+    assert subnormal_steps > 10 if weight_decay == 0 else subnormal_steps == 0
+    for key, value in torchs.state[ps[1]].items():
+        assert torch.equal(ours.state[ps[0]][key], value), key
