@@ -7,7 +7,16 @@ import pytest
 import torch
 
 from algorithms.dqn import Agent, DQNConfig
-from algorithms.optim import NATURE_EPS_MEAN_GRADIENT, CenteredRMSprop, TorchRMSprop, sqrt_without_subnormals
+from algorithms.optim import (
+    NATURE_EPS_MEAN_GRADIENT,
+    SQRT_EPS_MIN,
+    SQRT_FLOOR,
+    SQRT_SCALE,
+    SQRT_UNSCALE,
+    CenteredRMSprop,
+    TorchRMSprop,
+    sqrt_add_,
+)
 
 
 def _steps(opt_factory, grads):
@@ -72,19 +81,22 @@ def test_dqn_default_rmsprop_step_is_deepminds_centered_eps_inside_sqrt_step():
         assert torch.allclose(p.detach() - b, torch.full_like(b, expected), rtol=1e-4, atol=0)
 
 
-def test_sqrt_without_subnormals_is_torchs_root_for_normal_numbers_and_after_eps_for_all():
+def test_sqrt_add_is_torchs_root_plus_eps_to_the_bit_including_zeros_and_subnormals():
     g = torch.Generator().manual_seed(0)
-    x = torch.rand(200_000, generator=g) * torch.logspace(-45, 31, 200_000)
-    x = torch.cat([x[x < 2e31], torch.tensor([0.0, -0.0, 1e-45, 1e-39, 1.17e-38, -1e-39, -2.0, float("inf"),
-                                              float("nan")])])
+    x = torch.rand(400_000, generator=g) * torch.logspace(-46, 31, 400_000)
+    x = torch.cat([x[x < 2e31], torch.zeros(1_000), torch.tensor([-0.0, 1e-45, 1e-39, 1.17e-38, 2.0**-121, -1e-39,
+                                                                   -2.0, float("inf"), float("nan")])])
     tiny = torch.finfo(torch.float32).tiny
     assert ((x > 0) & (x < tiny)).sum() > 1_000  # the subnormal range is exercised
-    normal = x >= tiny
-    assert torch.equal(sqrt_without_subnormals(x[normal].clone()), x[normal].sqrt())
-    for eps in (0.01, 1e-8):
-        ours, torchs = sqrt_without_subnormals(x.clone()).add_(eps), x.sqrt().add_(eps)
-        assert torch.equal(ours, torchs) or bool(((ours == torchs) | (ours.isnan() & torchs.isnan())).all())
-        assert torch.equal(ours.isnan(), torchs.isnan())
+    for eps in (0.01, 1e-8, SQRT_EPS_MIN, 1e-12):
+        ours, torchs = sqrt_add_(x.clone(), eps), x.sqrt().add_(eps)
+        assert bool(((ours == torchs) | (ours.isnan() & torchs.isnan())).all()), eps
+        assert torch.equal(ours.isnan(), torchs.isnan()), eps
+    # the root itself is torch's from 2^-121 on, where no sum with eps hides it
+    big = x[x >= 2.0**-121]
+    assert torch.equal(big.mul(SQRT_SCALE).add_(SQRT_FLOOR).sqrt_().mul_(SQRT_UNSCALE), big.sqrt())
+    # the documented exception: torch's NaN for negative numbers in (-1.1e-44, 0) is eps here
+    assert sqrt_add_(torch.tensor([-1e-45]), 0.01).item() == torch.tensor(0.01).item()
 
 
 @pytest.mark.parametrize("centered", [True, False])
