@@ -107,22 +107,26 @@ def _markdown_rows(header: list[str], rows: list[list[str]]) -> list[str]:
     return [line(header), "|" + "---|" * len(header), *(line(r) for r in rows)]
 
 
+def _test(row) -> str:
+    """The claim's comparison and its groups, e.g. "prob_improvement (double_dqn vs dqn)"."""
+    return row["comparison"] + (f" ({row['a']} vs {row['b']})" if row["b"] else f" ({row['a']})")
+
+
 def _counterpart(row, verdicts: pd.DataFrame) -> list[str]:
     """The section lines naming the claim's counterpart (claims.Claim.counterpart) and its verdicts, scope by
     scope, so that a claim not run at this scale points to the evidence on the cheaper testbed."""
-    name = row.get("counterpart", "")
+    name = row["counterpart"]
     if not name:
         return []
     other = verdicts[verdicts["claim_id"] == name]
     if other.empty:
         return [f"- counterpart: {name} (not in this report)"]
     first = other.iloc[0]
-    comparison = first["comparison"] + (f" ({first['a']} vs {first['b']})" if first["b"] else f" ({first['a']})")
     counts = other["verdict"].value_counts()
     tally = ", ".join(f"{counts[v]} {v}" for v in (claims.REPRODUCED, claims.CONTRADICTED, claims.INCONCLUSIVE,
                                                      claims.NOT_RUN) if v in counts)
     lines = [f"- counterpart: {name}, the same published result on another testbed ({first['suite']} suite; "
-             f"test {comparison}): {tally} of {len(other)} scopes; its own section gives its budget"]
+             f"test {_test(first)}): {tally} of {len(other)} scopes; its own section gives its budget"]
     lines += [f"  - {o['scope']}: {o['verdict']}" + (f", {_estimate(o)}" if _estimate(o) else "")
               + f" ({o['n_runs']} runs)" for _, o in other.iterrows()]
     return lines
@@ -134,7 +138,7 @@ def _not_run(verdicts: pd.DataFrame) -> str:
     none = verdicts[verdicts["verdict"] == claims.NOT_RUN]
     if none.empty:
         return ""
-    pointed = none["counterpart"].astype(bool).sum() if "counterpart" in none.columns else 0
+    pointed = int(none["counterpart"].astype(bool).sum())
     return (f", {len(none)} not run (suites: {', '.join(sorted(none['suite'].unique()))}"
             + (f"; {pointed} of them name a counterpart claim on a cheaper testbed, whose verdicts their sections "
                "give" if pointed else "") + ")")
@@ -207,12 +211,11 @@ def render_report(verdicts: pd.DataFrame, info: pd.DataFrame, scale: str, *,
         [[r["claim_id"], r["scope"], r["verdict"], _estimate(r), format_number(r["null"]), _published(r),
           format_number(r["detectable"]), str(r["n_runs"]), _figure_link(r)] for _, r in verdicts.iterrows()])
     for _, r in verdicts.iterrows():
-        comparison = r["comparison"] + (f" ({r['a']} vs {r['b']})" if r["b"] else f" ({r['a']})")
         lines += [
             "", f"### {r['claim_id']} [{r['scope']}]: {r['verdict']}", "",
             f"- statement: {r['statement']}",
             f"- source: {r['source']}",
-            f"- test: {comparison}, null {format_number(r['null'])}"
+            f"- test: {_test(r)}, null {format_number(r['null'])}"
             + (f"; aggregation: {r['aggregation']}" if r["aggregation"] else ""),
             f"- estimate [95% CI]: {_estimate(r) or 'none'}",
             f"- published: {_published(r) or 'none'}" + (f" ({r['published_note']})" if r["published_note"] else ""),
