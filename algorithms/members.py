@@ -48,8 +48,13 @@ def member_randn(gens: Sequence[torch.Generator], shape: Sequence[int], device: 
 # ---------------------------------------------------------------------------------------------------------
 
 
+# Output widths below this are "narrow": their weight is kept in torch's layout, [M, out, in] (see MemberLinear).
+NARROW_OUT = 16
+
+
 class MemberLinear(nn.Module):
-    """M linear layers: weight [M, in, out], bias [M, out]; state dicts hold torch's layout, [M, out, in].
+    """M linear layers: weight [M, in, out] (narrow layers: [M, out, in]), bias [M, out]; state dicts hold
+    torch's layout, [M, out, in].
 
     Input [M, ..., in] -> output [M, ..., out]: one ``baddbmm`` for every member (``member_linear``). The
     weight is kept as the right-hand factor of that product rather than as torch's [out, in]: the product
@@ -57,33 +62,66 @@ class MemberLinear(nn.Module):
     instead of being copied into it after every backward pass. Measured, one thread, forward + backward +
     Adam of a 256-256 MLP, batch 64: 4.3-4.4 against 5.2-7.2 ms for 8 members, 0.72-0.75 against 0.77-0.90 ms
     for one. State dicts (checkpoints, member_state exports) keep torch's layout through the two hooks below.
+
+    A narrow layer (fewer than NARROW_OUT outputs: a Q-head over a few actions, an actor's action) keeps
+    torch's layout instead: MKL's batched product with fewer than 16 output columns is slow (one thread,
+    8 members, batch 64, 84 inputs, 2 outputs: 47 us against 13 us for the same product with the weight
+    read transposed, and 52 against 11 us for the weight gradient computed as x^T g rather than g^T x), so
+    the forward pass reads the weight transposed and its backward pass is written out (``NarrowLinear``).
     """
 
     def __init__(self, layers: Sequence[nn.Linear]):
         super().__init__()
         self.in_features, self.out_features = layers[0].in_features, layers[0].out_features
-        self.weight = nn.Parameter(torch.stack([layer.weight.detach().t() for layer in layers]).contiguous())
+        self.narrow = self.out_features < NARROW_OUT
+        weights = [layer.weight.detach() if self.narrow else layer.weight.detach().t() for layer in layers]
+        self.weight = nn.Parameter(torch.stack(weights).contiguous())
         self.bias = nn.Parameter(torch.stack([layer.bias.detach() for layer in layers]))
-        self.register_state_dict_post_hook(_weight_to_torch_layout)
-        self.register_load_state_dict_pre_hook(_weight_from_torch_layout)
+        if not self.narrow:
+            self.register_state_dict_post_hook(_weight_to_torch_layout)
+            self.register_load_state_dict_pre_hook(_weight_from_torch_layout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x if x.dim() == 3 else x.reshape(x.shape[0], -1, self.in_features)
-        y = member_linear(flat, self.weight, self.bias)
+        y = member_linear(flat, self.weight, self.bias, self.narrow)
         return y if x.dim() == 3 else y.reshape(*x.shape[:-1], self.out_features)
 
 
-def member_linear(flat: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """[M, N, in] -> [M, N, out] with weight [M, in, out] and bias [M, out]: one batched matmul (one column:
-    an element-wise product and a sum, below)."""
-    if weight.shape[2] == 1:
-        # A one-column product as a batched matmul goes to a matrix-vector kernel whose rounding depends on the
-        # number of members (measured: up to 1e-5 apart for member 1 of 2 and a single member). A product and a
-        # sum over the input axis rounds each row the same way for any M, and costs less than the matmul with a
-        # zero column beside it that it replaces (one thread, 256 inputs, batch 64, forward + backward: 82
-        # against 147 us for one member, 155 against 475 us for eight).
-        return (flat * weight.transpose(1, 2)).sum(-1, keepdim=True) + bias.unsqueeze(1)
+def member_linear(flat: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, narrow: bool) -> torch.Tensor:
+    """[M, N, in] -> [M, N, out] with weight [M, in, out] (narrow: [M, out, in]) and bias [M, out]: one batched
+    matmul (one column: an element-wise product and a sum, below)."""
+    if narrow:
+        if weight.shape[1] == 1:
+            # A one-column product as a batched matmul goes to a matrix-vector kernel whose rounding depends on
+            # the number of members (measured: up to 1e-5 apart for member 1 of 2 and a single member). A product
+            # and a sum over the input axis rounds each row the same way for any M, and costs less than the
+            # matmul with a zero column beside it that it replaces (one thread, 256 inputs, batch 64, forward +
+            # backward: 82 against 147 us for one member, 155 against 475 us for eight).
+            return (flat * weight).sum(-1, keepdim=True) + bias.unsqueeze(1)
+        if torch.is_grad_enabled() and (weight.requires_grad or flat.requires_grad):
+            return NarrowLinear.apply(flat, weight, bias)
+        return torch.baddbmm(bias.unsqueeze(1), flat, weight.transpose(1, 2))
     return torch.baddbmm(bias.unsqueeze(1), flat, weight)
+
+
+class NarrowLinear(torch.autograd.Function):
+    """x W^T + b for a narrow layer's weight [M, out, in], with the gradients as the products MKL runs fast:
+    dW = g^T x ([M, out, in], the parameter's layout) and dx = g W. Autograd's own backward pass of the same
+    forward computes dW as (x^T g)^T, the slow narrow product. Member k's outputs and gradients do not depend
+    on M, to the bit (tests), unlike the [M, in, out] product for 5 to 15 outputs and a single row."""
+
+    @staticmethod
+    def forward(ctx, flat: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(flat, weight)
+        return torch.baddbmm(bias.unsqueeze(1), flat, weight.transpose(1, 2))
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        flat, weight = ctx.saved_tensors
+        need_x, need_w, need_b = ctx.needs_input_grad
+        return (torch.bmm(grad, weight) if need_x else None, torch.bmm(grad.transpose(1, 2), flat) if need_w else None,
+                grad.sum(1) if need_b else None)
 
 
 def _weight_to_torch_layout(module, state_dict, prefix, local_metadata) -> None:
@@ -191,7 +229,7 @@ class MemberSequential(nn.Sequential):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x if x.dim() == 3 else x.reshape(x.shape[0], -1, x.shape[-1])
         for layer, fn in self._plan:
-            flat = fn(flat) if fn is not None else member_linear(flat, layer.weight, layer.bias)
+            flat = fn(flat) if fn is not None else member_linear(flat, layer.weight, layer.bias, layer.narrow)
         return flat if x.dim() == 3 else flat.reshape(*x.shape[:-1], self.out_features)
 
 
@@ -263,7 +301,7 @@ def member_grads(module: nn.Module, k: int) -> dict[str, torch.Tensor]:
     out = {}
     for name, sub in module.named_modules():
         for pname, p in sub.named_parameters(recurse=False):
-            g = p.grad[k].t() if isinstance(sub, MemberLinear) and pname == "weight" else p.grad[k]
+            g = p.grad[k].t() if isinstance(sub, MemberLinear) and not sub.narrow and pname == "weight" else p.grad[k]
             out[f"{name}.{pname}" if name else pname] = g
     return out
 

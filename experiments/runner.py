@@ -26,7 +26,8 @@ from experiments.config import RunConfig, family_module
 from experiments.contract import COLUMNS, Row, rows_from_plain, run_id  # noqa: F401 - COLUMNS: re-exported
 
 # 2: member-batched linear weights are kept as [M, in, out] (optimizer state too); format 1 held [M, out, in]
-CHECKPOINT_FORMAT = 2
+# 3: narrow linear layers (fewer than 16 outputs) keep [M, out, in] again, and so does their optimizer state
+CHECKPOINT_FORMAT = 3
 
 
 def env_seed(seed: int, stream: str) -> int:

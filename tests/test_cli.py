@@ -16,6 +16,7 @@ import torch
 from experiments.cli import main
 from experiments.contract import COLUMNS
 from experiments.provenance import peak_memory_mb
+from experiments.runner import CHECKPOINT_FORMAT
 
 SMALL = ["--set", "learning_starts=50", "--set", "batch_size=16", "--set", "eval_episodes=2",
          "--set", "log_period=100"]
@@ -84,9 +85,10 @@ def test_unreadable_or_mismatched_checkpoint_is_refused(tmp_path, capsys):
     # a checkpoint of an older format (weights in another layout) is refused, naming the commit to resume with
     ckpt = other / "checkpoints" / "latest.pt"
     state = torch.load(ckpt, weights_only=True)
-    torch.save({**state, "format": 1}, ckpt)
+    torch.save({**state, "format": CHECKPOINT_FORMAT - 1}, ckpt)
     assert _train(other, steps="100") == 2
-    assert "has format 1, this qrepro reads format 2" in capsys.readouterr().err
+    old, now = CHECKPOINT_FORMAT - 1, CHECKPOINT_FORMAT
+    assert f"has format {old}, this qrepro reads format {now}" in capsys.readouterr().err
     assert sorted(p.name for p in other.iterdir()) == before
 
 
