@@ -18,7 +18,14 @@ echo "# $(date -u +%FT%TZ) commit $(git rev-parse --short HEAD)$(git diff --quie
 for i in $(seq "$reps"); do
   echo "# rep $i"
   for task in "${@:-dqn ddpg atari}"; do for t in $task; do
-    bash "$anchor" "$t" 2>&1 | head -1
+    line=$(bash "$anchor" "$t" 2>&1 | head -1)
+    echo "$line"
+    # the anchor prints "SPS " with no figure when its agent fails (its own output is swallowed by the grep)
+    case $line in *"SPS "[0-9]*) ;; *)
+      echo "# anchor $t gave no figure: run 'bash $anchor $t' and its agent by hand to see why (the Atari agent" \
+           "needs opencv in the anchor's venv: ${CLEANRL_VENV:-/tmp/cleanrl-anchor/venv}/bin/pip install" \
+           "opencv-python-headless); ratios for $t need another rep" >&2;;
+    esac
     case $t in
       dqn)   q --algo dqn --env CartPole-v1 --set threads=1 --set 'hidden=[120,84]' --set batch_size=64 \
                --set updates_per_step=1;;
