@@ -107,8 +107,9 @@ def member_linear(flat: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, 
 class NarrowLinear(torch.autograd.Function):
     """x W^T + b for a narrow layer's weight [M, out, in], with the gradients as the products MKL runs fast:
     dW = g^T x ([M, out, in], the parameter's layout) and dx = g W. Autograd's own backward pass of the same
-    forward computes dW as (x^T g)^T, the slow narrow product. Member k's outputs and gradients do not depend
-    on M, to the bit (tests), unlike the [M, in, out] product for 5 to 15 outputs and a single row."""
+    forward computes dW as (x^T g)^T, the slow narrow product. On one thread, member k's outputs and gradients
+    do not depend on M, to the bit (tests), unlike the [M, in, out] product for 5 to 15 outputs and a single
+    row (docs/performance.md, "Narrow output layers")."""
 
     @staticmethod
     def forward(ctx, flat: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
