@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from algorithms.members import batch_members, member_rand
+from algorithms.members import UniformBlocks, batch_members, member_rand
 from algorithms.networks import make_q_network
 from algorithms.qlearning import (  # noqa: F401 - td_targets and td_loss are part of this family's interface
     RENAMED,
@@ -134,6 +134,7 @@ class EpsilonGreedy:
 
     def __init__(self, cfg: DQNConfig, num_actions: int, gens):
         self.cfg, self.num_actions, self.gens = cfg, num_actions, gens
+        self.uniforms = UniformBlocks(gens) if all(g.device.type == "cpu" for g in gens) else None
 
     def epsilon(self, step: int) -> float:
         c = self.cfg
@@ -142,17 +143,18 @@ class EpsilonGreedy:
         return anneal(c.eps_start, c.eps_end, (step - c.learning_starts) / max(1, c.eps_decay_steps))
 
     def act(self, agent: QAgent, obs: torch.Tensor, step: int) -> np.ndarray:
-        return self.choose(agent, obs, self.epsilon(step), self.gens)
+        u = self.uniforms.take(2) if self.uniforms is not None else member_rand(self.gens, (2,), "cpu").numpy()
+        return self.choose(agent, obs, self.epsilon(step), u)
 
     def act_eval(self, agent: QAgent, obs: torch.Tensor, gens) -> np.ndarray:
-        return self.choose(agent, obs, self.cfg.eval_eps, gens)
+        return self.choose(agent, obs, self.cfg.eval_eps, member_rand(gens, (2,), "cpu").numpy())
 
     @torch.no_grad()
-    def choose(self, agent: QAgent, obs: torch.Tensor, epsilon: float, gens) -> np.ndarray:
-        """Epsilon-greedy actions [M] for one observation per member [M, ...]."""
+    def choose(self, agent: QAgent, obs: torch.Tensor, epsilon: float, u: np.ndarray) -> np.ndarray:
+        """Epsilon-greedy actions [M] for one observation per member [M, ...], from two uniform numbers per member
+        [M, 2] (the first decides whether to explore, the second picks the random action)."""
         # numpy on the draws: the same float32 arithmetic as torch's (epsilon and the product rounded to float32,
         # truncation toward zero) at a fraction of the per-operation cost, which dominates a step of one member
-        u = member_rand(gens, (2,), "cpu").numpy()
         random_action = np.minimum((u[:, 1] * np.float32(self.num_actions)).astype(np.int64), self.num_actions - 1)
         explore = u[:, 0] < np.float32(epsilon)
         if explore.all():  # every member explores (always so at epsilon 1): no forward pass, same numbers
@@ -164,10 +166,12 @@ class EpsilonGreedy:
         """Epsilon-greedy has no per-episode state."""
 
     def state_dict(self) -> dict:
-        return {}
+        """The act stream's numbers drawn but not read yet (the stream itself is the agent's)."""
+        return {"uniforms": self.uniforms.state_dict()} if self.uniforms is not None else {}
 
     def load_state_dict(self, state: dict) -> None:
-        """Nothing to restore: the act stream is the agent's."""
+        if self.uniforms is not None:
+            self.uniforms.load_state_dict(state["uniforms"])
 
 
 class DQNAgent(QAgent):

@@ -22,6 +22,7 @@ import copy
 import hashlib
 from collections.abc import Callable, Iterable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -41,6 +42,45 @@ def member_randn(gens: Sequence[torch.Generator], shape: Sequence[int], device: 
     if len(gens) == 1:
         return torch.randn(tuple(shape), generator=gens[0], device=gens[0].device).unsqueeze(0).to(device)
     return torch.stack([torch.randn(tuple(shape), generator=g, device=g.device) for g in gens]).to(device)
+
+
+class UniformBlocks:
+    """Uniform [0, 1) float32 numbers, member k's from gens[k] only, drawn from each CPU generator a block at a
+    time: a step's draw for M members is then M slices of numbers already drawn instead of M generator calls
+    (DQN on CartPole at 8 members made 16 such calls per agent step: 3.4% of its time under cProfile).
+
+    torch's CPU generator gives a block of n uniform floats exactly as n successive draws (tested), so member
+    k reads the numbers it would have drawn call by call, and buffering changes no result. The numbers drawn
+    but not yet read are state: ``state_dict`` carries them, so a resumed run reads on where it stopped.
+    """
+
+    def __init__(self, gens: Sequence[torch.Generator], block: int = 1024):
+        if any(g.device.type != "cpu" for g in gens):
+            raise ValueError("UniformBlocks reads CPU generators only")
+        self.gens, self.block = list(gens), block
+        self._rows = [np.empty(0, np.float32) for _ in self.gens]  # per member: the numbers not yet read
+        self._pos = [0] * len(self.gens)
+
+    def take(self, n: int) -> np.ndarray:
+        """[M, n]: the next n numbers of every member."""
+        return np.stack([self.take_member(k, n) for k in range(len(self.gens))])
+
+    def take_member(self, k: int, n: int) -> np.ndarray:
+        """[n]: the next n numbers of member k."""
+        row, pos = self._rows[k], self._pos[k]
+        if len(row) - pos < n:
+            fresh = torch.rand(max(self.block, n), generator=self.gens[k]).numpy()
+            self._rows[k] = row = np.concatenate([row[pos:], fresh])
+            pos = 0
+        self._pos[k] = pos + n
+        return row[pos:pos + n]
+
+    def state_dict(self) -> dict:
+        return {"unread": [torch.from_numpy(row[pos:].copy()) for row, pos in zip(self._rows, self._pos, strict=True)]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._rows = [t.numpy().copy() for t in state["unread"]]
+        self._pos = [0] * len(self._rows)
 
 
 # ---------------------------------------------------------------------------------------------------------

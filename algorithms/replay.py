@@ -41,7 +41,7 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from algorithms.members import member_rand
+from algorithms.members import UniformBlocks, member_rand
 
 SAMPLERS = ("uniform", "proportional", "rank")
 
@@ -144,6 +144,8 @@ class ReplayBuffer:
             # flat index (np.take) costs a third of indexing with a member column and a row index
             row0=np.arange(members)[:, None] * capacity,
         ) if dev.type == "cpu" and sampler == "uniform" and frame_dtype != torch.bfloat16 else None
+        # the numpy path's uniform draws, read from blocks (members.UniformBlocks: the same numbers)
+        self._uniforms = UniformBlocks(self.generators) if self._np is not None else None
         if sampler != "uniform":
             self.tree = SumTree(members, capacity, dev)
             # the priority before the exponent: |delta| + eps (proportional) or |delta| to rank (rank)
@@ -303,7 +305,7 @@ class ReplayBuffer:
         hi = n.added - 1 - self.n_step
         span = (hi - lo + 1)[:, None].astype(np.float64)
         extra = batch_size + batch_size // 2
-        u = member_rand(self.generators, (extra,), self.device).numpy()
+        u = self._uniforms.take(extra)
         cand = lo[:, None] + (u.astype(np.float64) * span).astype(np.int64)
         valid = (np.take(n.flags, n.row0 + cand % self.N) & 4) > 0
         if valid[:, :batch_size].all():  # the common case: the first batch_size candidates are the stable order's
@@ -312,7 +314,7 @@ class ReplayBuffer:
         idx = cand[n.members_column, order]
         for k in np.flatnonzero(valid.sum(1) < batch_size):
             idx[k] = self._redraw_member(int(k), batch_size, torch.tensor(lo[k]), torch.from_numpy(span[k]),
-                                         torch.from_numpy(cand[k][valid[k]])).numpy()
+                                         torch.from_numpy(cand[k][valid[k]]), self._uniforms).numpy()
         return idx
 
     def _gather_one_step_numpy(self, idx: np.ndarray) -> Batch:
@@ -329,10 +331,15 @@ class ReplayBuffer:
                      next_obs=torch.from_numpy(np.take(frames, flat_next, axis=0)), index=torch.from_numpy(idx),
                      weight=torch.ones(self.M, idx.shape[1]))
 
-    def _redraw_member(self, k: int, batch_size: int, lo: torch.Tensor, span: torch.Tensor,
-                       kept: torch.Tensor) -> torch.Tensor:
+    def _redraw_member(self, k: int, batch_size: int, lo: torch.Tensor, span: torch.Tensor, kept: torch.Tensor,
+                       uniforms: UniformBlocks | None = None) -> torch.Tensor:
+        """Member k's candidates after its first draw fell short, drawn from its own stream (through ``uniforms``
+        where the first draw came from them)."""
         for _ in range(1000):
-            u = torch.rand(batch_size, generator=self.generators[k], device=self.generators[k].device)
+            if uniforms is not None:
+                u = torch.from_numpy(uniforms.take_member(k, batch_size))
+            else:
+                u = torch.rand(batch_size, generator=self.generators[k], device=self.generators[k].device)
             cand = lo + (u.to(self.device).double() * span).long()
             kept = torch.cat([kept, cand[(self.flags[k, cand % self.N] & 4) > 0]])
             if len(kept) >= batch_size:
@@ -462,6 +469,8 @@ class ReplayBuffer:
         if self.sampler != "uniform":
             state.update(tree=self.tree.nodes, raw=self.raw, max_raw=self.max_raw, ranked=torch.tensor(self.ranked))
         state["generators"] = torch.stack([g.get_state() for g in self.generators])
+        if self._uniforms is not None:
+            state["uniforms"] = self._uniforms.state_dict()
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -474,6 +483,8 @@ class ReplayBuffer:
             self.ranked = bool(state["ranked"])
         for g, s in zip(self.generators, state["generators"], strict=True):
             g.set_state(s.clone())
+        if self._uniforms is not None:
+            self._uniforms.load_state_dict(state["uniforms"])
 
     def bytes_per_transition(self) -> float:
         """Storage bytes per row of one member, summed over every per-row tensor (for the 7.1 KB budget)."""

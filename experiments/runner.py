@@ -27,7 +27,8 @@ from experiments.contract import COLUMNS, Row, rows_from_plain, run_id  # noqa: 
 
 # 2: member-batched linear weights are kept as [M, in, out] (optimizer state too); format 1 held [M, out, in]
 # 3: narrow linear layers (fewer than 16 outputs) keep [M, out, in] again, and so does their optimizer state
-CHECKPOINT_FORMAT = 3
+# 4: epsilon-greedy acting and uniform replay keep the random numbers they drew but have not read yet
+CHECKPOINT_FORMAT = 4
 
 
 def env_seed(seed: int, stream: str) -> int:

@@ -58,7 +58,15 @@ def _run_linear_episodes(agent, replay, episodes: int, rng: np.random.Generator,
 
 
 def _snapshot(replay) -> dict[str, torch.Tensor]:
-    return {k: v.clone() for k, v in replay.state_dict().items()}
+    """Every tensor of the replay's state by path (the uniform draws' unread numbers are a list in a dict)."""
+    def walk(prefix: str, value) -> dict[str, torch.Tensor]:
+        if isinstance(value, dict):
+            return {k: v for key, item in value.items()
+                    for k, v in walk(f"{prefix}/{key}" if prefix else key, item).items()}
+        if isinstance(value, list | tuple):
+            return {k: v for i, item in enumerate(value) for k, v in walk(f"{prefix}[{i}]", item).items()}
+        return {prefix: value.clone()}
+    return walk("", replay.state_dict())
 
 
 def test_imagined_transitions_follow_the_true_linear_dynamics_and_never_touch_the_real_replay():
