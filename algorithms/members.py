@@ -47,7 +47,7 @@ def member_randn(gens: Sequence[torch.Generator], shape: Sequence[int], device: 
 class UniformBlocks:
     """Uniform [0, 1) float32 numbers, member k's from gens[k] only, drawn from each CPU generator a block at a
     time: a step's draw for M members is then M slices of numbers already drawn instead of M generator calls
-    (DQN on CartPole at 8 members made 16 such calls per agent step: 3.4% of its time under cProfile).
+    (DQN on CartPole at 8 members made 16 such calls per agent step: about 3% of its time under cProfile).
 
     torch's CPU generator gives a block of n uniform floats exactly as n successive draws (tested), so member
     k reads the numbers it would have drawn call by call, and buffering changes no result. The numbers drawn
