@@ -46,7 +46,7 @@ def member_randn(gens: Sequence[torch.Generator], shape: Sequence[int], device: 
 
 class UniformBlocks:
     """Uniform [0, 1) float32 numbers, member k's from gens[k] only, drawn from each CPU generator a block at a
-    time: a step's draw for M members is then M slices of numbers already drawn instead of M generator calls
+    time: a step's draw for M members is then one slice of numbers already drawn instead of M generator calls
     (DQN on CartPole at 8 members made 16 such calls per agent step: about 3% of its time under cProfile).
 
     torch's CPU generator gives a block of n uniform floats exactly as n successive draws (tested), so member
@@ -58,29 +58,47 @@ class UniformBlocks:
         if any(g.device.type != "cpu" for g in gens):
             raise ValueError("UniformBlocks reads CPU generators only")
         self.gens, self.block = list(gens), block
-        self._rows = [np.empty(0, np.float32) for _ in self.gens]  # per member: the numbers not yet read
-        self._pos = [0] * len(self.gens)
+        self._buf = np.empty((len(self.gens), 0), np.float32)  # member k's unread numbers: _buf[k, _pos[k]:]
+        self._pos = np.zeros(len(self.gens), np.int64)
+        self._aligned = True  # every member has read as many numbers (always, unless take_member was called)
 
     def take(self, n: int) -> np.ndarray:
         """[M, n]: the next n numbers of every member."""
-        return np.stack([self.take_member(k, n) for k in range(len(self.gens))])
+        if self._buf.shape[1] - int(self._pos.max()) < n:
+            self._extend(n)
+        start = self._pos.copy()
+        self._pos += n
+        if self._aligned:
+            return self._buf[:, start[0]:start[0] + n]
+        return np.take_along_axis(self._buf, start[:, None] + np.arange(n), axis=1)
 
     def take_member(self, k: int, n: int) -> np.ndarray:
         """[n]: the next n numbers of member k."""
-        row, pos = self._rows[k], self._pos[k]
-        if len(row) - pos < n:
-            fresh = torch.rand(max(self.block, n), generator=self.gens[k]).numpy()
-            self._rows[k] = row = np.concatenate([row[pos:], fresh])
-            pos = 0
-        self._pos[k] = pos + n
-        return row[pos:pos + n]
+        if self._buf.shape[1] - int(self._pos[k]) < n:
+            self._extend(n)
+        start = int(self._pos[k])
+        self._pos[k] += n
+        self._aligned = bool((self._pos == self._pos[0]).all())
+        return self._buf[k, start:start + n]
+
+    def _extend(self, n: int) -> None:
+        """Append a block (at least n) to every member's unread numbers, dropping what all have read."""
+        read = int(self._pos.min())
+        fresh = [torch.rand(max(self.block, n), generator=g).numpy() for g in self.gens]
+        self._buf = np.concatenate([self._buf[:, read:], np.stack(fresh)], axis=1)
+        self._pos -= read
 
     def state_dict(self) -> dict:
-        return {"unread": [torch.from_numpy(row[pos:].copy()) for row, pos in zip(self._rows, self._pos, strict=True)]}
+        return {"unread": [torch.from_numpy(self._buf[k, p:].copy()) for k, p in enumerate(self._pos.tolist())]}
 
     def load_state_dict(self, state: dict) -> None:
-        self._rows = [t.numpy().copy() for t in state["unread"]]
-        self._pos = [0] * len(self._rows)
+        rows = [t.numpy() for t in state["unread"]]
+        width = max(len(r) for r in rows)
+        self._buf = np.zeros((len(rows), width), np.float32)
+        self._pos = np.array([width - len(r) for r in rows], np.int64)  # each member's unread numbers end the row
+        for k, r in enumerate(rows):
+            self._buf[k, self._pos[k]:] = r
+        self._aligned = bool((self._pos == self._pos[0]).all())
 
 
 # ---------------------------------------------------------------------------------------------------------

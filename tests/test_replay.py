@@ -277,3 +277,10 @@ def test_uniform_blocks_give_each_member_the_numbers_its_generator_gives_call_by
     for k in range(3):
         assert np.array_equal(resumed.take_member(k, 70), after[k])
         assert np.array_equal(blocks.take_member(k, 70), after[k])
+    # members that have read different counts (member 1's redraw) still take together, each its own numbers
+    together_gens = torch_generators(range(3), "other")
+    for g, s in zip(together_gens, state["gens"], strict=True):
+        g.set_state(s)
+    together = UniformBlocks(together_gens, block=128)
+    together.load_state_dict(state["blocks"])
+    assert np.array_equal(together.take(70), np.stack(after))
