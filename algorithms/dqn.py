@@ -155,12 +155,16 @@ class EpsilonGreedy:
         [M, 2] (the first decides whether to explore, the second picks the random action)."""
         # numpy on the draws: the same float32 arithmetic as torch's (epsilon and the product rounded to float32,
         # truncation toward zero) at a fraction of the per-operation cost, which dominates a step of one member
-        random_action = np.minimum((u[:, 1] * np.float32(self.num_actions)).astype(np.int64), self.num_actions - 1)
         explore = u[:, 0] < np.float32(epsilon)
         if explore.all():  # every member explores (always so at epsilon 1): no forward pass, same numbers
-            return random_action
-        greedy = agent.greedy(obs.unsqueeze(1), None)[:, 0].cpu().numpy()
-        return np.where(explore, random_action, greedy)
+            return self._random_action(u)
+        greedy = agent.greedy(obs.unsqueeze(1), None).cpu().numpy()[:, 0]
+        if not explore.any():  # no member explores (most steps once epsilon is small): the greedy actions
+            return greedy
+        return np.where(explore, self._random_action(u), greedy)
+
+    def _random_action(self, u: np.ndarray) -> np.ndarray:
+        return np.minimum((u[:, 1] * np.float32(self.num_actions)).astype(np.int64), self.num_actions - 1)
 
     def end_episodes(self, mask) -> None:
         """Epsilon-greedy has no per-episode state."""

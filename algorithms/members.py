@@ -59,46 +59,67 @@ class UniformBlocks:
             raise ValueError("UniformBlocks reads CPU generators only")
         self.gens, self.block = list(gens), block
         self._buf = np.empty((len(self.gens), 0), np.float32)  # member k's unread numbers: _buf[k, _pos[k]:]
-        self._pos = np.zeros(len(self.gens), np.int64)
-        self._aligned = True  # every member has read as many numbers (always, unless take_member was called)
+        # While every member has read as many numbers (always, unless take_member was called), their common
+        # position is the Python int _at and _pos is None: a take is then one slice and no array arithmetic,
+        # which on the acting path runs right after an update has pushed it out of the cache.
+        self._at: int = 0
+        self._pos: np.ndarray | None = None
 
     def take(self, n: int) -> np.ndarray:
         """[M, n]: the next n numbers of every member."""
+        if self._pos is None:
+            if self._buf.shape[1] - self._at < n:
+                self._extend(n)
+            at = self._at
+            self._at = at + n
+            return self._buf[:, at:at + n]
         if self._buf.shape[1] - int(self._pos.max()) < n:
             self._extend(n)
         start = self._pos.copy()
         self._pos += n
-        if self._aligned:
-            return self._buf[:, start[0]:start[0] + n]
         return np.take_along_axis(self._buf, start[:, None] + np.arange(n), axis=1)
 
     def take_member(self, k: int, n: int) -> np.ndarray:
         """[n]: the next n numbers of member k."""
-        if self._buf.shape[1] - int(self._pos[k]) < n:
+        pos = self._positions()
+        if self._buf.shape[1] - int(pos[k]) < n:
             self._extend(n)
-        start = int(self._pos[k])
-        self._pos[k] += n
-        self._aligned = bool((self._pos == self._pos[0]).all())
+            pos = self._positions()
+        start = int(pos[k])
+        pos[k] += n
+        self._set_positions(pos)
         return self._buf[k, start:start + n]
+
+    def _positions(self) -> np.ndarray:
+        """Every member's position as an array (a copy when aligned)."""
+        return np.full(len(self.gens), self._at, np.int64) if self._pos is None else self._pos
+
+    def _set_positions(self, pos: np.ndarray) -> None:
+        """Store positions, as the common int when they are all equal."""
+        if (pos == pos[0]).all():
+            self._at, self._pos = int(pos[0]), None
+        else:
+            self._pos = pos
 
     def _extend(self, n: int) -> None:
         """Append a block (at least n) to every member's unread numbers, dropping what all have read."""
-        read = int(self._pos.min())
+        pos = self._positions()
+        read = int(pos.min())
         fresh = [torch.rand(max(self.block, n), generator=g).numpy() for g in self.gens]
         self._buf = np.concatenate([self._buf[:, read:], np.stack(fresh)], axis=1)
-        self._pos -= read
+        self._set_positions(pos - read)
 
     def state_dict(self) -> dict:
-        return {"unread": [torch.from_numpy(self._buf[k, p:].copy()) for k, p in enumerate(self._pos.tolist())]}
+        return {"unread": [torch.from_numpy(self._buf[k, p:].copy()) for k, p in enumerate(self._positions().tolist())]}
 
     def load_state_dict(self, state: dict) -> None:
         rows = [t.numpy() for t in state["unread"]]
         width = max(len(r) for r in rows)
         self._buf = np.zeros((len(rows), width), np.float32)
-        self._pos = np.array([width - len(r) for r in rows], np.int64)  # each member's unread numbers end the row
+        pos = np.array([width - len(r) for r in rows], np.int64)  # each member's unread numbers end the row
         for k, r in enumerate(rows):
-            self._buf[k, self._pos[k]:] = r
-        self._aligned = bool((self._pos == self._pos[0]).all())
+            self._buf[k, pos[k]:] = r
+        self._set_positions(pos)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -202,6 +202,8 @@ def make_optimizer(cfg: QConfig, params, lr: float, weight_decay: float = 0.0) -
 def updates_due(rate: Fraction, step: int) -> int:
     """Updates after agent step ``step`` (1-based) at ``rate`` per step: floor(step r) - floor((step-1) r),
     exact in rationals, so 1/4 updates after steps 4, 8, ... and 5 after every step."""
+    if rate.denominator == 1:  # a whole rate: the same count without rational arithmetic on every step
+        return rate.numerator
     return int((step * rate) // 1 - ((step - 1) * rate) // 1)
 
 
@@ -373,7 +375,7 @@ class QAgent(Agent):
         """Minimize the sum of the members' losses; diverged members contribute nothing and stay frozen."""
         for p in params:
             p.grad = None
-        if self.diverged.any():
+        if self.n_diverged:  # kept equal to diverged.sum() by _check_divergence and load_state_dict
             loss = torch.where(self.diverged.to(loss.device), torch.zeros_like(loss), loss)
         loss.sum().backward()
         if self.cfg.grad_clip_norm > 0:

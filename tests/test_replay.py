@@ -260,6 +260,8 @@ def test_uniform_blocks_give_each_member_the_numbers_its_generator_gives_call_by
     want = [[torch.rand(n, generator=g).numpy() for g in direct] for n in sizes]
     alone = torch.rand(50, generator=direct[1]).numpy()
     after = [torch.rand(70, generator=g).numpy() for g in direct]
+    catch_up = {k: torch.rand(50, generator=direct[k]).numpy() for k in (0, 2)}
+    aligned_again = [torch.rand(300, generator=g).numpy() for g in direct]
 
     gens = torch_generators(range(3), "replay")
     blocks = UniformBlocks(gens, block=128)
@@ -284,3 +286,7 @@ def test_uniform_blocks_give_each_member_the_numbers_its_generator_gives_call_by
     together = UniformBlocks(together_gens, block=128)
     together.load_state_dict(state["blocks"])
     assert np.array_equal(together.take(70), np.stack(after))
+    # the other members catch up with member 1: aligned again, a take across a block boundary reads on exactly
+    for k in (0, 2):
+        assert np.array_equal(together.take_member(k, 50), catch_up[k])
+    assert np.array_equal(together.take(300), np.stack(aligned_again))
