@@ -35,7 +35,7 @@ fi
 export PYTHONPATH=/tmp/site:$PWD OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 
 say "# $(date -u +%FT%TZ) commit ${QREPRO_COMMIT:-$(git rev-parse HEAD 2>/dev/null || echo 'unknown (set QREPRO_COMMIT)')}"
-say "# $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | head -1); $(nproc --all) cores"
+say "# $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | sed -n 1p); $(nproc --all) cores"
 say "# $(python3 -c 'import torch, gymnasium, ale_py, mujoco; print("torch", torch.__version__, "cuda", torch.version.cuda, "gymnasium", gymnasium.__version__, "ale-py", ale_py.__version__, "mujoco", mujoco.__version__)' 2>&1)"
 
 # The member promise on CUDA (tests/conftest.py's device fixture; on a CPU these run bit-identical).

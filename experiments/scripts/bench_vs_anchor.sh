@@ -18,7 +18,9 @@ echo "# $(date -u +%FT%TZ) commit $(git rev-parse --short HEAD)$(git diff --quie
 for i in $(seq "$reps"); do
   echo "# rep $i"
   for task in "${@:-dqn ddpg atari}"; do for t in $task; do
-    line=$(bash "$anchor" "$t" 2>&1 | head -1)
+    # sed reads to the end: head would close the pipe early, and the anchor's next echo would die of SIGPIPE,
+    # which pipefail and set -e turn into a silent exit of this script
+    line=$(bash "$anchor" "$t" 2>&1 | sed -n 1p)
     echo "$line"
     # the anchor prints "SPS " with no figure when its agent fails (its own output is swallowed by the grep)
     case $line in *"SPS "[0-9]*) ;; *)
