@@ -25,6 +25,7 @@ weights w (ones for uniform replay), summed over members and differentiated by o
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -415,7 +416,13 @@ class QAgent(Agent):
         return self.sample(replay, step)
 
     def _check_divergence(self, metrics: dict[str, torch.Tensor]) -> None:
-        values = torch.stack(list(metrics.values()))
+        # The common case in three small operations: the sum of every member's metrics is finite only if each
+        # value is (a NaN or an infinity carries through a sum); a sum of finite values that overflows goes on
+        # to the exact check below.
+        values = list(metrics.values())
+        if math.isfinite(torch.cat(values).sum()):
+            return
+        values = torch.stack(values)
         if bool(torch.isfinite(values).all()):
             return
         finite = torch.isfinite(values).all(0).cpu()

@@ -41,24 +41,29 @@ class FrameStacker:
 
     def __init__(self, first: np.ndarray, k: int):
         self.k = k
-        self.frames = torch.zeros(first.shape[0], k, *first.shape[1:], dtype=torch.as_tensor(first).dtype)
+        self.set_frames(torch.zeros(first.shape[0], k, *first.shape[1:], dtype=torch.as_tensor(first).dtype))
         self.reset_all(first)
+
+    def set_frames(self, frames: torch.Tensor) -> None:
+        """Take ``frames`` [M, k, ...] as the stack (a checkpoint's), keeping a view of the newest frame."""
+        self.frames = frames
+        self._newest = frames[:, -1]
 
     def reset_all(self, obs: np.ndarray) -> None:
         self.frames.zero_()
-        self.frames[:, -1] = torch.as_tensor(obs)
+        self._newest.copy_(torch.as_tensor(obs))
 
     def push(self, obs: np.ndarray, new_episode: np.ndarray) -> None:
         if self.k > 1:
-            self.frames = torch.roll(self.frames, -1, dims=1)
+            self.set_frames(torch.roll(self.frames, -1, dims=1))
             self.frames[torch.as_tensor(new_episode)] = 0
-        self.frames[:, -1] = torch.as_tensor(obs)
+        self._newest.copy_(torch.as_tensor(obs))
 
     def obs(self) -> torch.Tensor:
-        return self.frames if self.k > 1 else self.frames[:, 0]
+        return self.frames if self.k > 1 else self._newest
 
     def newest(self) -> torch.Tensor:
-        return self.frames[:, -1]
+        return self._newest
 
 
 class PendingMetrics:
@@ -263,7 +268,7 @@ class Runner:
             stacker = FrameStacker(self.env.reset() if not restored_env else np.zeros(
                 (M, *self.env.observation_space.shape), self.env.observation_space.dtype), self.frame_stack)
             if restored_env:
-                stacker.frames = state["stacker"].clone()
+                stacker.set_frames(state["stacker"].clone())
             else:
                 self.replay.cut_episodes()
         dead = self.agent.diverged.tolist()  # members whose learning diverged, as the agent last reported
@@ -278,9 +283,10 @@ class Runner:
             self.replay.add(stacker.newest(), actions, self.train_reward(res.reward), res.terminated, res.truncated,
                             res.final_obs)
             self.agent.observe(stacker.obs(), actions, res.reward, res.terminated, res.truncated, res.final_obs)
-            if res.episode_end.any():
-                self.agent.end_episodes(res.episode_end)
-            stacker.push(res.obs, res.episode_end)
+            ended = res.episode_end
+            if ended.any():
+                self.agent.end_episodes(ended)
+            stacker.push(res.obs, ended)
             step += 1
             for k, ret, _length in res.finished:
                 episodes[k] += 1

@@ -92,6 +92,20 @@ def _rows(state, seed):
     return [r[5:] for r in state["rows"] if r[5] == seed and r[9] != "steps_per_second"]
 
 
+def test_divergence_marks_exactly_the_members_with_a_non_finite_metric_even_when_finite_values_overflow_a_sum():
+    """The check first sums every metric (cheap); finite values whose sum overflows to inf must not mark anyone,
+    and a NaN or an infinity marks its own member only."""
+    agent = Runner(build("dqn", "CartPole-v1", [0, 1, 2], 400, SETS), torch.device("cpu")).agent
+    big = torch.tensor([3e38, 3e38, 3e38])
+    assert math.isinf(big.sum())
+    agent._check_divergence({"td_loss": big, "q_batch_mean": torch.ones(3)})
+    assert agent.diverged.tolist() == [False, False, False] and agent.n_diverged == 0
+    agent._check_divergence({"td_loss": big, "q_batch_mean": torch.tensor([1.0, float("nan"), 1.0])})
+    assert agent.diverged.tolist() == [False, True, False] and agent.n_diverged == 1
+    agent._check_divergence({"td_loss": torch.tensor([float("inf"), 0.0, 0.0]), "q_batch_mean": torch.ones(3)})
+    assert agent.diverged.tolist() == [True, True, False] and agent.n_diverged == 2
+
+
 def test_a_diverged_member_is_frozen_and_flagged_while_the_others_train_as_if_alone():
     cfg = build("dqn", "CartPole-v1", [0, 1, 2], 400, SETS)
     runner = Runner(cfg, torch.device("cpu"))
