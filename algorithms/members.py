@@ -132,8 +132,8 @@ NARROW_OUT = 16
 
 
 class MemberLinear(nn.Module):
-    """M linear layers: weight [M, in, out] (narrow layers: [M, out, in]), bias [M, out]; state dicts hold
-    torch's layout, [M, out, in].
+    """M linear layers: weight [M, in, out] (narrow layers: [M, out, in]), bias [M, 1, out]; state dicts hold
+    torch's layouts, [M, out, in] and [M, out].
 
     Input [M, ..., in] -> output [M, ..., out]: one ``baddbmm`` for every member (``member_linear``). The
     weight is kept as the right-hand factor of that product rather than as torch's [out, in]: the product
@@ -155,10 +155,11 @@ class MemberLinear(nn.Module):
         self.narrow = self.out_features < NARROW_OUT
         weights = [layer.weight.detach() if self.narrow else layer.weight.detach().t() for layer in layers]
         self.weight = nn.Parameter(torch.stack(weights).contiguous())
-        self.bias = nn.Parameter(torch.stack([layer.bias.detach() for layer in layers]))
-        if not self.narrow:
-            self.register_state_dict_post_hook(_weight_to_torch_layout)
-            self.register_load_state_dict_pre_hook(_weight_from_torch_layout)
+        # [M, 1, out]: the product's bias as it broadcasts over rows, so no forward pass reshapes it (a view
+        # operation per layer and call, and its backward, on the small layers' per-operation-bound path)
+        self.bias = nn.Parameter(torch.stack([layer.bias.detach() for layer in layers]).unsqueeze(1))
+        self.register_state_dict_post_hook(_to_torch_layout)
+        self.register_load_state_dict_pre_hook(_from_torch_layout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x if x.dim() == 3 else x.reshape(x.shape[0], -1, self.in_features)
@@ -167,8 +168,8 @@ class MemberLinear(nn.Module):
 
 
 def member_linear(flat: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, narrow: bool) -> torch.Tensor:
-    """[M, N, in] -> [M, N, out] with weight [M, in, out] (narrow: [M, out, in]) and bias [M, out]: one batched
-    matmul (one column: an element-wise product and a sum, below)."""
+    """[M, N, in] -> [M, N, out] with weight [M, in, out] (narrow: [M, out, in]) and bias [M, 1, out]: one
+    batched matmul (one column: an element-wise product and a sum, below)."""
     if narrow:
         if weight.shape[1] == 1:
             # A one-column product as a batched matmul goes to a matrix-vector kernel whose rounding depends on
@@ -176,11 +177,11 @@ def member_linear(flat: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, 
             # and a sum over the input axis rounds each row the same way for any M, and costs less than the
             # matmul with a zero column beside it that it replaces (one thread, 256 inputs, batch 64, forward +
             # backward: 82 against 147 us for one member, 155 against 475 us for eight).
-            return (flat * weight).sum(-1, keepdim=True) + bias.unsqueeze(1)
+            return (flat * weight).sum(-1, keepdim=True) + bias
         if torch.is_grad_enabled() and (weight.requires_grad or flat.requires_grad):
             return NarrowLinear.apply(flat, weight, bias)
-        return torch.baddbmm(bias.unsqueeze(1), flat, weight.transpose(1, 2))
-    return torch.baddbmm(bias.unsqueeze(1), flat, weight)
+        return torch.baddbmm(bias, flat, weight.transpose(1, 2))
+    return torch.baddbmm(bias, flat, weight)
 
 
 class NarrowLinear(torch.autograd.Function):
@@ -193,7 +194,7 @@ class NarrowLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, flat: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(flat, weight)
-        return torch.baddbmm(bias.unsqueeze(1), flat, weight.transpose(1, 2))
+        return torch.baddbmm(bias, flat, weight.transpose(1, 2))
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -201,20 +202,23 @@ class NarrowLinear(torch.autograd.Function):
         flat, weight = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad
         return (torch.bmm(grad, weight) if need_x else None, torch.bmm(grad.transpose(1, 2), flat) if need_w else None,
-                grad.sum(1) if need_b else None)
+                grad.sum(1, keepdim=True) if need_b else None)
 
 
-def _weight_to_torch_layout(module, state_dict, prefix, local_metadata) -> None:
-    state_dict[prefix + "weight"] = state_dict[prefix + "weight"].transpose(1, 2)
+def _to_torch_layout(module, state_dict, prefix, local_metadata) -> None:
+    if not module.narrow:
+        state_dict[prefix + "weight"] = state_dict[prefix + "weight"].transpose(1, 2)
+    state_dict[prefix + "bias"] = state_dict[prefix + "bias"].squeeze(1)
 
 
-def _weight_from_torch_layout(module, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                              error_msgs) -> None:
+def _from_torch_layout(module, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                       error_msgs) -> None:
     # load_state_dict hands hooks its own shallow copy of the caller's dict: replacing an entry changes nothing
     # the caller holds
-    key = prefix + "weight"
-    if key in state_dict:
-        state_dict[key] = state_dict[key].transpose(1, 2)
+    if not module.narrow and prefix + "weight" in state_dict:
+        state_dict[prefix + "weight"] = state_dict[prefix + "weight"].transpose(1, 2)
+    if prefix + "bias" in state_dict:
+        state_dict[prefix + "bias"] = state_dict[prefix + "bias"].unsqueeze(1)
 
 
 class MemberConv2d(nn.Module):
@@ -381,7 +385,9 @@ def member_grads(module: nn.Module, k: int) -> dict[str, torch.Tensor]:
     out = {}
     for name, sub in module.named_modules():
         for pname, p in sub.named_parameters(recurse=False):
-            g = p.grad[k].t() if isinstance(sub, MemberLinear) and not sub.narrow and pname == "weight" else p.grad[k]
+            g = p.grad[k]
+            if isinstance(sub, MemberLinear):  # the single module's layouts: [out, in] and [out]
+                g = g.t() if pname == "weight" and not sub.narrow else g.squeeze(0) if pname == "bias" else g
             out[f"{name}.{pname}" if name else pname] = g
     return out
 

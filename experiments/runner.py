@@ -28,7 +28,8 @@ from experiments.contract import COLUMNS, Row, rows_from_plain, run_id  # noqa: 
 # 2: member-batched linear weights are kept as [M, in, out] (optimizer state too); format 1 held [M, out, in]
 # 3: narrow linear layers (fewer than 16 outputs) keep [M, out, in] again, and so does their optimizer state
 # 4: epsilon-greedy acting and uniform replay keep the random numbers they drew but have not read yet
-CHECKPOINT_FORMAT = 4
+# 5: member-batched linear biases are kept as [M, 1, out] (optimizer state too); state dicts still hold [M, out]
+CHECKPOINT_FORMAT = 5
 
 
 def env_seed(seed: int, stream: str) -> int:
