@@ -68,7 +68,8 @@ class MLPTorso(nn.Module):
         self.input_dims = input_dims
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x.float().flatten(-self.input_dims))
+        x = x.float()
+        return self.net(x.flatten(-self.input_dims) if self.input_dims > 1 else x)
 
 
 class QNetwork(nn.Module):
