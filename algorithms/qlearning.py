@@ -418,14 +418,11 @@ class QAgent(Agent):
     def _check_divergence(self, metrics: dict[str, torch.Tensor]) -> None:
         # The common case in three small operations: the sum of every member's metrics is finite only if each
         # value is (a NaN or an infinity carries through a sum); a sum of finite values that overflows goes on
-        # to the exact check below.
+        # to the exact check below, which marks no member when every value is finite.
         values = list(metrics.values())
         if math.isfinite(torch.cat(values).sum()):
             return
-        values = torch.stack(values)
-        if bool(torch.isfinite(values).all()):
-            return
-        finite = torch.isfinite(values).all(0).cpu()
+        finite = torch.isfinite(torch.stack(values)).all(0).cpu()
         newly = ~finite & ~self.diverged
         if newly.any():
             self.diverged |= newly
