@@ -374,3 +374,38 @@ def test_ilqg_episodes_add_the_exploration_noise_to_the_controllers_action():
         expected = agent.clip(controller + agent.half_range * noise[k])
         np.testing.assert_allclose(u[k], expected.numpy(), rtol=1e-6, atol=1e-6)
     assert float(noise.abs().max()) > 0
+
+
+@pytest.mark.parametrize("policy_period", [1, 2])
+def test_the_ddpg_bound_counts_the_products_qrepros_update_computes(policy_period):
+    """experiments/scripts/bound_ddpg.py's multiply-add count, by hand and against torch's FLOP counter over
+    the real update (anchor settings, one member): the counter sees every matrix product; the critic's
+    one-column output layer is an element-wise product and a sum (members.py), which it does not count."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from experiments.scripts.bound_ddpg import macs_per_step
+
+    parts = macs_per_step(17, 6, [256, 256], 64, policy_period)
+    # actor 17-256-256-6: 71,424 per row; critic 23-256-256-1: 71,680; their layers after the first: 67,072, 65,792
+    assert parts["critic update"] == 64 * (71_424 + 71_680 + 71_680 + 71_680 + 65_792)
+    assert parts["actor update"] == 64 * (71_424 + 71_680 + 71_680 + 71_424 + 67_072) / policy_period
+    assert parts["acting"] == 71_424
+
+    cfg = build("ddpg", "HalfCheetah-v5", [0], 110, ["learning_starts=100", "log_period=1000", "threads=1",
+                                                     "hidden=[256,256]", "critic_action_layer=0",
+                                                     f"policy_period={policy_period}"])
+    runner = Runner(cfg, torch.device("cpu"))
+    runner.evaluate_enabled = False
+    for _ in runner.train(None):
+        pass
+    runner.env.close()
+    agent, batch = runner.agent, runner.agent.sample(runner.replay, 110)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        for _ in range(2 * policy_period):  # whole actor periods
+            agent.update(batch)
+    per_update = counter.get_total_flops() / (2 * policy_period)
+    # the one-column layer's rows: target critic, critic, its weight and input gradients; the actor update's
+    # critic forward pass and input gradient
+    one_column = 64 * 256 * (4 + 2 / policy_period)
+    assert per_update + 2 * one_column == 2 * (parts["critic update"] + parts["actor update"])

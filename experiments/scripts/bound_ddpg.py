@@ -1,0 +1,102 @@
+"""The least time a DDPG step of M members can take on this core: its multiply-adds at the core's matrix rate.
+
+Counts the multiply-adds of one agent step of DDPG (critic update every step, actor update every
+``policy_period`` steps, one acting forward pass) from the network shapes of the anchor's settings
+(../shared/anchors/bench-cleanrl.sh: HalfCheetah-v5's 17 observations and 6 actions, 256-256 networks, batch 64,
+the action fed to the critic's first layer, CleanRL's actor period 2), measures this core's single-precision
+matrix-product rate with one thread, and prints the shortest step those products allow and the largest ratio
+to the anchor it permits. Only the products are counted: the step's element-wise work (activations, Adam,
+target averaging) and Python come on top, so a measured step is always longer.
+
+    OMP_NUM_THREADS=1 python experiments/scripts/bound_ddpg.py --anchor-sps 404 [--members 8] [--policy-period 2]
+
+The products counted are those an exact implementation cannot skip (qrepro's and CleanRL's alike):
+- critic update: forward passes of the target actor and the target critic on s', of the critic on (s, a);
+  backward pass of the critic: every weight gradient, the input gradient of every layer but the first;
+- actor update: forward passes of the actor and the critic on s; backward pass of the critic to its action
+  input (input gradients of every layer; the first layer's for all its inputs, as autograd computes them
+  for a concatenated input), of the actor (every weight gradient, the input gradient of every layer but the
+  first); the critic's weight gradients are not needed and not counted;
+- acting: one actor forward pass of one observation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+
+def layer_dims(n_in: int, hidden: list[int], n_out: int) -> list[tuple[int, int]]:
+    dims = [n_in, *hidden, n_out]
+    return list(zip(dims[:-1], dims[1:], strict=True))
+
+
+def macs_per_step(obs: int, act: int, hidden: list[int], batch: int, policy_period: int) -> dict[str, float]:
+    """Multiply-adds of one member's agent step, by part (module docstring)."""
+    actor = layer_dims(obs, hidden, act)
+    critic = layer_dims(obs + act, hidden, 1)
+
+    def products(layers):  # one pass of a batch row: forward, weight gradients or input gradients alike
+        return sum(i * o for i, o in layers)
+
+    critic_update = batch * (products(actor) + products(critic)  # target actor and target critic on s'
+                             + products(critic)                    # critic on (s, a)
+                             + products(critic)                    # its weight gradients
+                             + products(critic[1:]))               # its input gradients but the first layer's
+    actor_update = batch * (products(actor) + products(critic)    # actor, then critic, on s
+                            + products(critic)                     # critic's input gradients, down to the action
+                            + products(actor)                      # actor's weight gradients
+                            + products(actor[1:]))                 # its input gradients but the first layer's
+    return {"critic update": critic_update, "actor update": actor_update / policy_period, "acting": products(actor)}
+
+
+def gemm_rate(shape: tuple[int, int, int, int], seconds: float = 1.0) -> float:
+    """Single-precision FLOP/s of torch.bmm over [M, B, K] x [M, K, N] (operands warm in cache)."""
+    m, b, k, n = shape
+    x, w = torch.randn(m, b, k), torch.randn(m, k, n)
+    out = torch.empty(m, b, n)
+    for _ in range(5):
+        torch.bmm(x, w, out=out)
+    reps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        torch.bmm(x, w, out=out)
+        reps += 1
+    return 2 * m * b * k * n * reps / (time.perf_counter() - start)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--anchor-sps", type=float, required=True,
+                   help="CleanRL's DDPG steps/s measured in this session (bench-cleanrl.sh ddpg)")
+    p.add_argument("--members", type=int, default=8)
+    p.add_argument("--policy-period", type=int, default=2)
+    p.add_argument("--ratio", type=float, default=4.0, help="the target ratio of the aggregate to the anchor")
+    a = p.parse_args()
+    if a.anchor_sps <= 0 or a.members <= 0 or a.policy_period <= 0 or a.ratio <= 0:
+        p.error("--anchor-sps, --members, --policy-period and --ratio must be > 0")
+    torch.set_num_threads(1)
+    parts = macs_per_step(17, 6, [256, 256], 64, a.policy_period)
+    flops = 2 * sum(parts.values()) * a.members
+    rates = {f"[{a.members},64,256] x [{a.members},256,256] (the step's widest)": gemm_rate((a.members, 64, 256, 256)),
+             "[1024,1024] x [1024,1024]": gemm_rate((1, 1024, 1024, 1024))}
+    best = max(rates.values())
+    print(f"# torch {torch.__version__}, {torch.get_num_threads()} thread")
+    for name, macs in parts.items():
+        print(f"multiply-adds per member-step, {name:<14} {macs / 1e6:8.2f} M")
+    print(f"FLOP per agent step of {a.members} members          {flops / 1e6:8.1f} M")
+    for name, r in rates.items():
+        print(f"matrix rate, {name:<42} {r / 1e9:6.1f} GFLOP/s")
+    step_min = flops / best
+    need = a.members / (a.ratio * a.anchor_sps)
+    print(f"shortest step the products allow at {best / 1e9:.1f} GFLOP/s: {step_min * 1e3:.2f} ms "
+          f"-> at most {a.members / step_min:.0f} aggregate steps/s, {a.members / step_min / a.anchor_sps:.2f}x "
+          f"the anchor's {a.anchor_sps:g}")
+    print(f"{a.ratio:g}x the anchor needs a step of {a.members} members in {need * 1e3:.2f} ms: "
+          f"{flops / need / 1e9:.1f} GFLOP/s of products alone")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
