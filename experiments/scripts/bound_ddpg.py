@@ -5,8 +5,10 @@ Counts the multiply-adds of one agent step of DDPG (critic update every step, ac
 (../shared/anchors/bench-cleanrl.sh: HalfCheetah-v5's 17 observations and 6 actions, 256-256 networks, batch 64,
 the action fed to the critic's first layer, CleanRL's actor period 2), measures this core's single-precision
 matrix-product rate with one thread, and prints the shortest step those products allow and the largest ratio
-to the anchor it permits. Only the products are counted: the step's element-wise work (activations, Adam,
-target averaging) and Python come on top, so a measured step is always longer.
+to the anchor it permits; then adds the element-wise passes over the weights that an exact step cannot skip
+either (Adam, the target networks' averaging), timed warm. The rest of the step's element-wise work
+(activations, their gradients, bias sums), the environments, the replay and Python come on top, so a measured
+step is always longer.
 
     OMP_NUM_THREADS=1 python experiments/scripts/bound_ddpg.py --anchor-sps 404 [--members 8] [--policy-period 2]
 
@@ -66,6 +68,40 @@ def gemm_rate(shape: tuple[int, int, int, int], seconds: float = 1.0) -> float:
     return 2 * m * b * k * n * reps / (time.perf_counter() - start)
 
 
+def elementwise_seconds(members: int, policy_period: int, seconds: float = 1.0) -> float:
+    """Seconds per agent step of the element-wise passes over the weights that an exact step cannot skip:
+    Adam (qrepro's fused kernel) over the critic every step and over the actor every ``policy_period`` steps,
+    and the target networks' averaging (one fused lerp over both) every ``policy_period`` steps. Timed on
+    warm, made-up tensors of the networks' shapes, so a lower bound of what they cost inside a step."""
+    from algorithms.qlearning import MemberAdam
+
+    def network(n_in, n_out):
+        shapes = [(members, i, o) for i, o in layer_dims(n_in, [256, 256], n_out)]
+        return [torch.randn(*s, requires_grad=True) for s in shapes] + \
+            [torch.randn(members, 1, s[2], requires_grad=True) for s in shapes]
+
+    critic, actor = network(17 + 6, 1), network(17, 6)
+    for t in critic + actor:
+        t.grad = torch.randn_like(t) * 1e-3
+    opt_critic, opt_actor = MemberAdam(critic, lr=1e-3), MemberAdam(actor, lr=1e-4)
+    online = [t.detach() for t in critic + actor]
+    targets = [t.clone() for t in online]
+
+    def one_period():
+        for _ in range(policy_period):
+            opt_critic.fast_step()
+        opt_actor.fast_step()
+        torch._foreach_lerp_(targets, online, 0.005)
+
+    for _ in range(3):
+        one_period()
+    reps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        one_period()
+        reps += 1
+    return (time.perf_counter() - start) / (reps * policy_period)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--anchor-sps", type=float, required=True,
@@ -95,6 +131,9 @@ def main() -> int:
           f"the anchor's {a.anchor_sps:g}")
     print(f"{a.ratio:g}x the anchor needs a step of {a.members} members in {need * 1e3:.2f} ms: "
           f"{flops / need / 1e9:.1f} GFLOP/s of products alone")
+    other = elementwise_seconds(a.members, a.policy_period)
+    print(f"Adam and the target averaging, per step (warm): {other * 1e3:.2f} ms -> with the products at least "
+          f"{(step_min + other) * 1e3:.2f} ms, at most {a.members / (step_min + other) / a.anchor_sps:.2f}x the anchor")
     return 0
 
 
