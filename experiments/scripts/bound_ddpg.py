@@ -16,9 +16,10 @@ The products counted are those an exact implementation cannot skip (qrepro's and
 - critic update: forward passes of the target actor and the target critic on s', of the critic on (s, a);
   backward pass of the critic: every weight gradient, the input gradient of every layer but the first;
 - actor update: forward passes of the actor and the critic on s; backward pass of the critic to its action
-  input (input gradients of every layer; the first layer's for all its inputs, as autograd computes them
-  for a concatenated input), of the actor (every weight gradient, the input gradient of every layer but the
-  first); the critic's weight gradients are not needed and not counted;
+  input (input gradients of every layer but the first, and of the first layer's action columns only:
+  autograd computes them for the whole concatenated input, which this count leaves out), of the actor
+  (every weight gradient, the input gradient of every layer but the first); the critic's weight gradients
+  are not needed and not counted;
 - acting: one actor forward pass of one observation.
 """
 
@@ -48,7 +49,7 @@ def macs_per_step(obs: int, act: int, hidden: list[int], batch: int, policy_peri
                              + products(critic)                    # its weight gradients
                              + products(critic[1:]))               # its input gradients but the first layer's
     actor_update = batch * (products(actor) + products(critic)    # actor, then critic, on s
-                            + products(critic)                     # critic's input gradients, down to the action
+                            + products(critic[1:]) + act * hidden[0]  # critic's input gradients, to the action
                             + products(actor)                      # actor's weight gradients
                             + products(actor[1:]))                 # its input gradients but the first layer's
     return {"critic update": critic_update, "actor update": actor_update / policy_period, "acting": products(actor)}
