@@ -391,7 +391,10 @@ def member_grads(module: nn.Module, k: int) -> dict[str, torch.Tensor]:
         for pname, p in sub.named_parameters(recurse=False):
             g = p.grad[k]
             if isinstance(sub, MemberLinear):  # the single module's layouts: [out, in] and [out]
-                g = g.t() if pname == "weight" and not sub.narrow else g.squeeze(0) if pname == "bias" else g
+                if pname == "bias":
+                    g = g.squeeze(0)
+                elif not sub.narrow:
+                    g = g.t()
             out[f"{name}.{pname}" if name else pname] = g
     return out
 
