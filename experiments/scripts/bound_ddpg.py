@@ -6,9 +6,9 @@ Counts the multiply-adds of one agent step of DDPG (critic update every step, ac
 the action fed to the critic's first layer, CleanRL's actor period 2), measures this core's single-precision
 matrix-product rate with one thread, and prints the shortest step those products allow and the largest ratio
 to the anchor it permits; then adds the element-wise passes over the weights that an exact step cannot skip
-either (Adam, the target networks' averaging), timed warm. The rest of the step's element-wise work
-(activations, their gradients, bias sums), the environments, the replay and Python come on top, so a measured
-step is always longer.
+either (Adam, the target networks' averaging, run by qrepro's DDPG agent), timed warm, and then the members'
+environment steps through gymnasium. The rest of the step's element-wise work (activations, their gradients,
+bias sums), the replay and Python come on top, so a measured step is always longer.
 
     OMP_NUM_THREADS=1 python experiments/scripts/bound_ddpg.py --anchor-sps 404 [--members 8] [--policy-period 2]
 
@@ -29,6 +29,9 @@ import argparse
 import time
 
 import torch
+
+# the anchor's settings (../shared/anchors/bench-cleanrl.sh): HalfCheetah-v5's observations and actions
+OBS, ACT, HIDDEN, BATCH = 17, 6, [256, 256], 64
 
 
 def layer_dims(n_in: int, hidden: list[int], n_out: int) -> list[tuple[int, int]]:
@@ -55,52 +58,70 @@ def macs_per_step(obs: int, act: int, hidden: list[int], batch: int, policy_peri
     return {"critic update": critic_update, "actor update": actor_update / policy_period, "acting": products(actor)}
 
 
-def gemm_rate(shape: tuple[int, int, int, int], seconds: float = 1.0) -> float:
+def seconds_per_call(fn, seconds: float = 1.0) -> float:
+    """Mean wall time of ``fn()`` over about ``seconds`` of calls, after a few warm-up calls."""
+    for _ in range(3):
+        fn()
+    calls, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        fn()
+        calls += 1
+    return (time.perf_counter() - start) / calls
+
+
+def gemm_rate(shape: tuple[int, int, int, int]) -> float:
     """Single-precision FLOP/s of torch.bmm over [M, B, K] x [M, K, N] (operands warm in cache)."""
     m, b, k, n = shape
     x, w = torch.randn(m, b, k), torch.randn(m, k, n)
     out = torch.empty(m, b, n)
-    for _ in range(5):
-        torch.bmm(x, w, out=out)
-    reps, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        torch.bmm(x, w, out=out)
-        reps += 1
-    return 2 * m * b * k * n * reps / (time.perf_counter() - start)
+    return 2 * m * b * k * n / seconds_per_call(lambda: torch.bmm(x, w, out=out))
 
 
-def elementwise_seconds(members: int, policy_period: int, seconds: float = 1.0) -> float:
-    """Seconds per agent step of the element-wise passes over the weights that an exact step cannot skip:
-    Adam (qrepro's fused kernel) over the critic every step and over the actor every ``policy_period`` steps,
-    and the target networks' averaging (one fused lerp over both) every ``policy_period`` steps. Timed on
-    warm, made-up tensors of the networks' shapes, so a lower bound of what they cost inside a step."""
-    from algorithms.qlearning import MemberAdam
+def elementwise_seconds(members: int, policy_period: int) -> float:
+    """Seconds per agent step of the element-wise passes over the weights that an exact step cannot skip,
+    run by qrepro's own DDPG agent (anchor settings): Adam over the critic every step and over the actor
+    every ``policy_period`` steps, and the target networks' averaging every ``policy_period`` steps. Timed
+    warm, with made-up gradients, so a lower bound of what they cost inside a step."""
+    import gymnasium as gym
+    import numpy as np
 
-    def network(n_in, n_out):
-        shapes = [(members, i, o) for i, o in layer_dims(n_in, [256, 256], n_out)]
-        return [torch.randn(*s, requires_grad=True) for s in shapes] + \
-            [torch.randn(members, 1, s[2], requires_grad=True) for s in shapes]
+    from algorithms.ddpg import DDPGAgent, DDPGConfig
 
-    critic, actor = network(17 + 6, 1), network(17, 6)
-    for t in critic + actor:
-        t.grad = torch.randn_like(t) * 1e-3
-    opt_critic, opt_actor = MemberAdam(critic, lr=1e-3), MemberAdam(actor, lr=1e-4)
-    online = [t.detach() for t in critic + actor]
-    targets = [t.clone() for t in online]
+    cfg = DDPGConfig(hidden=list(HIDDEN), critic_action_layer=0, policy_period=policy_period, batch_size=BATCH)
+    agent = DDPGAgent(cfg, (OBS,), 1, gym.spaces.Box(-1.0, 1.0, (ACT,), np.float32), list(range(members)), 1)
+    for p in agent.q_params + agent.policy_params:
+        p.grad = torch.randn_like(p) * 1e-3
 
     def one_period():
         for _ in range(policy_period):
-            opt_critic.fast_step()
-        opt_actor.fast_step()
-        torch._foreach_lerp_(targets, online, 0.005)
+            agent.opt.fast_step()
+        agent.policy_opt.fast_step()
+        agent.polyak(cfg.polyak_tau)
 
-    for _ in range(3):
-        one_period()
-    reps, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        one_period()
-        reps += 1
-    return (time.perf_counter() - start) / (reps * policy_period)
+    return seconds_per_call(one_period) / policy_period
+
+
+def environment_seconds(members: int) -> float:
+    """Seconds per agent step of the members' HalfCheetah-v5 steps through gymnasium (which the anchor steps
+    too), with none of qrepro's bookkeeping: a part of every step that no implementation of the task skips."""
+    import gymnasium as gym
+    import numpy as np
+
+    from envs.mujoco_tasks import quiet_settotalmass_warning
+
+    quiet_settotalmass_warning()
+    envs = [gym.make("HalfCheetah-v5") for _ in range(members)]
+    for k, env in enumerate(envs):
+        env.reset(seed=k)
+    action = np.zeros(ACT, np.float32)
+
+    def step():
+        for env in envs:
+            *_, terminated, truncated, _ = env.step(action)
+            if terminated or truncated:
+                env.reset()
+
+    return seconds_per_call(step)
 
 
 def main() -> int:
@@ -114,9 +135,10 @@ def main() -> int:
     if a.anchor_sps <= 0 or a.members <= 0 or a.policy_period <= 0 or a.ratio <= 0:
         p.error("--anchor-sps, --members, --policy-period and --ratio must be > 0")
     torch.set_num_threads(1)
-    parts = macs_per_step(17, 6, [256, 256], 64, a.policy_period)
+    parts = macs_per_step(OBS, ACT, HIDDEN, BATCH, a.policy_period)
     flops = 2 * sum(parts.values()) * a.members
-    rates = {f"[{a.members},64,256] x [{a.members},256,256] (the step's widest)": gemm_rate((a.members, 64, 256, 256)),
+    rates = {f"[{a.members},{BATCH},256] x [{a.members},256,256] (the step's widest)":
+             gemm_rate((a.members, BATCH, 256, 256)),
              "[1024,1024] x [1024,1024]": gemm_rate((1, 1024, 1024, 1024))}
     best = max(rates.values())
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} thread")
@@ -135,6 +157,10 @@ def main() -> int:
     other = elementwise_seconds(a.members, a.policy_period)
     print(f"Adam and the target averaging, per step (warm): {other * 1e3:.2f} ms -> with the products at least "
           f"{(step_min + other) * 1e3:.2f} ms, at most {a.members / (step_min + other) / a.anchor_sps:.2f}x the anchor")
+    envs = environment_seconds(a.members)
+    step_all = step_min + other + envs
+    print(f"{a.members} environment steps (gymnasium, nothing else): {envs * 1e3:.2f} ms -> with both above at least "
+          f"{step_all * 1e3:.2f} ms, at most {a.members / step_all / a.anchor_sps:.2f}x the anchor")
     return 0
 
 
